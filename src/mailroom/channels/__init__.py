@@ -1,0 +1,1 @@
+"""Delivery channels: their kinds and presets, and how a message picks one."""

@@ -1,0 +1,109 @@
+"""Channel presets: the documented facts of each kind of delivery service.
+
+Every value is a default that ``channel add`` flags may override.  The README
+section "Channel presets" lists each fact with its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from mailroom.channels.model import Limits, Scope, Security
+from mailroom.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    kind: str
+    title: str
+    host: str
+    port: int
+    security: Security
+    scope: Scope
+    limits: Limits = field(default_factory=Limits)
+    # A fixed SMTP username where the service documents one (SendGrid: apikey).
+    username: str | None = None
+    note: str = ""
+
+
+PRESETS: Final[dict[str, Preset]] = {
+    preset.kind: preset
+    for preset in (
+        Preset("smtp", "Custom SMTP server", "", 587, Security.starttls, Scope.team),
+        Preset(
+            "office365",
+            "Microsoft 365 / Exchange Online (SMTP AUTH)",
+            "smtp.office365.com",
+            587,
+            Security.starttls,
+            Scope.personal,
+            Limits(per_minute=30, per_day=10_000, max_recipients=500),
+            note="Basic authentication for SMTP AUTH is being retired by "
+            "Microsoft; prefer the OAuth connection.",
+        ),
+        Preset(
+            "gmail",
+            "Gmail / Google Workspace (app password)",
+            "smtp.gmail.com",
+            587,
+            Security.starttls,
+            Scope.personal,
+            Limits(per_minute=60, per_day=2_000, max_recipients=100),
+        ),
+        Preset(
+            "sparkpost",
+            "SparkPost",
+            "smtp.sparkpostmail.com",
+            587,
+            Security.starttls,
+            Scope.team,
+            username="SMTP_Injection",
+        ),
+        Preset(
+            "sendgrid",
+            "SendGrid",
+            "smtp.sendgrid.net",
+            587,
+            Security.starttls,
+            Scope.team,
+            Limits(max_recipients=1_000),
+            username="apikey",
+        ),
+        Preset(
+            "ses",
+            "Amazon SES (set the region's endpoint)",
+            "email-smtp.us-east-1.amazonaws.com",
+            587,
+            Security.starttls,
+            Scope.team,
+            Limits(per_minute=60, per_day=200, max_recipients=50),
+        ),
+        Preset(
+            "mailgun",
+            "Mailgun",
+            "smtp.mailgun.org",
+            587,
+            Security.starttls,
+            Scope.team,
+            Limits(max_recipients=1_000),
+        ),
+        Preset(
+            "sandbox",
+            "mailroom's built-in sandbox server",
+            "127.0.0.1",
+            2525,
+            Security.starttls,
+            Scope.team,
+            username="sandbox",
+        ),
+    )
+}
+
+
+def get_preset(kind: str) -> Preset:
+    try:
+        return PRESETS[kind]
+    except KeyError:
+        choices = ", ".join(PRESETS)
+        raise InputError("kind", f"unknown channel kind {kind!r}", f"use {choices}")

@@ -1,0 +1,286 @@
+"""Storing channels: settings in the clear, the secret sealed with the cipher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from mailroom.channels.model import Channel, ChannelStatus, Limits, Scope, Security
+from mailroom.channels.presets import get_preset
+from mailroom.clock import Clock
+from mailroom.errors import InputError, NotFoundError
+from mailroom.secrets import Cipher, Secret
+from mailroom.store import schema as t
+
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+@dataclass(slots=True)
+class ChannelSpec:
+    """What a person asks for when adding a channel; unset fields use the preset."""
+
+    name: str
+    kind: str
+    team_id: int | None
+    host: str | None = None
+    port: int | None = None
+    security: Security | None = None
+    scope: Scope | None = None
+    username: str | None = None
+    secret: Secret | None = None
+    owner: str | None = None
+    domains: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    limits: dict[str, Any] = field(default_factory=dict)
+    ca_bundle: str | None = None
+    verify_tls: bool = True
+    connections: int = 1
+
+
+class ChannelRegistry:
+    def __init__(self, engine: Engine, cipher: Cipher, clock: Clock) -> None:
+        self.engine = engine
+        self.cipher = cipher
+        self.clock = clock
+
+    def add(self, spec: ChannelSpec) -> Channel:
+        channel = self._resolve(spec)
+        self._check_unique(channel)
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(t.channels).values(
+                    **self._row(channel), created_at=now, updated_at=now
+                )
+            )
+        channel.id = int(result.inserted_primary_key[0])
+        return channel
+
+    def get(self, channel_id: int) -> Channel:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.channels).where(t.channels.c.id == channel_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no channel with id {channel_id}")
+        return self._channel(row)
+
+    def find(self, team_id: int | None, name: str) -> Channel:
+        query = select(t.channels).where(t.channels.c.name == name)
+        if team_id is None:
+            query = query.where(t.channels.c.team_id.is_(None))
+        else:
+            query = query.where(t.channels.c.team_id == team_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(f"no channel named {name!r}")
+        return self._channel(row)
+
+    def list(self, team_id: int | None = None, *, everything: bool = False):
+        query = select(t.channels).order_by(t.channels.c.id)
+        if not everything:
+            query = query.where(
+                (t.channels.c.team_id == team_id) | t.channels.c.team_id.is_(None)
+            )
+        with self.engine.connect() as conn:
+            return [self._channel(row) for row in conn.execute(query)]
+
+    def update(self, channel: Channel, **changes: Any) -> Channel:
+        """Change settings; a new secret reconnects a disconnected channel."""
+        updated = replace(channel, **changes)
+        if "secret" in changes and channel.status is ChannelStatus.disconnected:
+            updated.status = ChannelStatus.connected
+            updated.status_reason = ""
+        self._write(updated)
+        return updated
+
+    def set_status(
+        self,
+        channel_id: int,
+        status: ChannelStatus,
+        reason: str = "",
+        until: datetime | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.channels)
+                .where(t.channels.c.id == channel_id)
+                .values(
+                    status=status,
+                    status_reason=reason,
+                    paused_until=until,
+                    updated_at=self.clock.now(),
+                )
+            )
+
+    def remove(self, channel: Channel) -> None:
+        with self.engine.begin() as conn:
+            pending = conn.scalar(
+                select(func.count())
+                .select_from(t.messages)
+                .where(t.messages.c.channel_id == channel.id)
+            )
+            if pending:
+                raise InputError(
+                    "channel",
+                    f"{channel.name!r} has {pending} messages in its history",
+                    "disable it by updating its credentials instead of removing it",
+                )
+            conn.execute(delete(t.channels).where(t.channels.c.id == channel.id))
+
+    def open_secret(self, channel: Channel) -> Secret | None:
+        return channel.secret
+
+    # Internals ---------------------------------------------------------------
+
+    def _resolve(self, spec: ChannelSpec) -> Channel:
+        preset = get_preset(spec.kind)
+        _check_name(spec.name)
+        limits = Limits(**{**_limits_dict(preset.limits), **spec.limits})
+        channel = Channel(
+            id=0,
+            team_id=spec.team_id,
+            name=spec.name,
+            kind=spec.kind,
+            scope=spec.scope or preset.scope,
+            host=spec.host or preset.host,
+            port=spec.port or preset.port,
+            security=spec.security or preset.security,
+            username=spec.username if spec.username is not None else preset.username
+            or "",
+            owner=spec.owner.lower() if spec.owner else None,
+            domains=[d.lower() for d in spec.domains],
+            aliases=[a.lower() for a in spec.aliases],
+            limits=limits,
+            ca_bundle=spec.ca_bundle,
+            verify_tls=spec.verify_tls,
+            connections=spec.connections,
+            secret=spec.secret,
+        )
+        _check_channel(channel)
+        return channel
+
+    def _check_unique(self, channel: Channel) -> None:
+        try:
+            self.find(channel.team_id, channel.name)
+        except NotFoundError:
+            return
+        raise InputError(
+            "name", f"a channel named {channel.name!r} exists", "choose another name"
+        )
+
+    def _row(self, channel: Channel) -> dict[str, Any]:
+        secret = self.cipher.seal(channel.secret) if channel.secret else None
+        limits = channel.limits
+        return {
+            "team_id": channel.team_id,
+            "name": channel.name,
+            "kind": channel.kind,
+            "scope": channel.scope,
+            "owner": channel.owner,
+            "host": channel.host,
+            "port": channel.port,
+            "security": channel.security,
+            "username": channel.username,
+            "secret": secret,
+            "domains": channel.domains,
+            "aliases": channel.aliases,
+            "per_minute": limits.per_minute,
+            "per_day": limits.per_day,
+            "min_interval": limits.min_interval,
+            "max_recipients": limits.max_recipients,
+            "ca_bundle": channel.ca_bundle,
+            "verify_tls": channel.verify_tls,
+            "connections": channel.connections,
+            "status": channel.status,
+            "status_reason": channel.status_reason,
+            "paused_until": channel.paused_until,
+        }
+
+    def _write(self, channel: Channel) -> None:
+        _check_channel(channel)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.channels)
+                .where(t.channels.c.id == channel.id)
+                .values(**self._row(channel), updated_at=self.clock.now())
+            )
+
+    def _channel(self, row: Any) -> Channel:
+        return Channel(
+            id=row.id,
+            team_id=row.team_id,
+            name=row.name,
+            kind=row.kind,
+            scope=Scope(row.scope),
+            host=row.host,
+            port=row.port,
+            security=Security(row.security),
+            username=row.username,
+            owner=row.owner,
+            domains=list(row.domains or []),
+            aliases=list(row.aliases or []),
+            limits=Limits(
+                row.per_minute, row.per_day, row.min_interval, row.max_recipients
+            ),
+            ca_bundle=row.ca_bundle,
+            verify_tls=row.verify_tls,
+            connections=row.connections,
+            status=ChannelStatus(row.status),
+            status_reason=row.status_reason,
+            paused_until=row.paused_until,
+            secret=self.cipher.open(row.secret) if row.secret else None,
+        )
+
+
+def _limits_dict(limits: Limits) -> dict[str, Any]:
+    return {
+        "per_minute": limits.per_minute,
+        "per_day": limits.per_day,
+        "min_interval": limits.min_interval,
+        "max_recipients": limits.max_recipients,
+    }
+
+
+def _check_name(name: str) -> None:
+    if not name or not set(name.lower()) <= NAME_CHARS or len(name) > 100:
+        raise InputError(
+            "name",
+            f"{name!r} is not a valid channel name",
+            "use letters, digits, '-', '_' or '.', at most 100 characters",
+        )
+
+
+def _check_channel(channel: Channel) -> None:
+    if not channel.host:
+        raise InputError("host", "is required for this kind", "pass --host")
+    if not 0 < channel.port < 65536:
+        raise InputError("port", f"{channel.port} is out of range", "use 1-65535")
+    if channel.scope is Scope.personal and not channel.owner:
+        raise InputError(
+            "owner",
+            "a personal (mailbox) channel needs its owner's address",
+            "pass --owner you@example.com",
+        )
+    if channel.scope is Scope.team and not channel.domains:
+        raise InputError(
+            "domains",
+            "a team channel needs the domains it may send from",
+            "pass --domain example.com",
+        )
+    _check_limits(channel.limits)
+    if channel.connections < 1:
+        raise InputError("connections", "must be at least 1", "pass --connections 1")
+
+
+def _check_limits(limits: Limits) -> None:
+    for name in ("per_minute", "per_day", "max_recipients"):
+        value = getattr(limits, name)
+        if value is not None and value < 1:
+            raise InputError(name, "must be a positive number", "leave it unset")
+    if limits.min_interval is not None and limits.min_interval < 0:
+        raise InputError("min_interval", "cannot be negative", "use 0 or more")

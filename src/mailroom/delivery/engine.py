@@ -1,0 +1,442 @@
+"""The delivery engine: claims due mail from the outbox and sends it.
+
+One ``ChannelRunner`` per channel with due mail.  It keeps its SMTP sessions
+open across messages (``connections`` of them, one by default), reserves a slot
+from the channel's limiter before every transaction, and writes each message's
+outcome to the outbox in one commit as soon as the server has answered, so a
+worker killed at any moment loses nothing that was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mailroom.channels.model import Channel, ChannelStatus
+from mailroom.channels.registry import ChannelRegistry
+from mailroom.clock import Clock
+from mailroom.delivery.limits import RateLimiter, split_recipients
+from mailroom.delivery.outcome import ChannelSignal, RoundResult, finish
+from mailroom.delivery.policy import RetryPolicy
+from mailroom.delivery.render import render_message
+from mailroom.delivery.replies import Reply, ReplyClass, describe
+from mailroom.delivery.transport import (
+    AuthRefused,
+    Endpoint,
+    SessionError,
+    SmtpSession,
+    TokenSource,
+)
+from mailroom.errors import ChannelAuthError, ChannelConnectError
+from mailroom.store.outbox import Outbox, Outcome, Pending
+from mailroom.store.states import MessageState
+
+log = logging.getLogger("mailroom.delivery")
+
+Progress = Callable[[Pending, Outcome], None]
+TokenSources = Callable[[Channel], TokenSource | None]
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    batch: int = 50
+    # Wait in place for a limiter slot this close; further away, give it back.
+    max_wait: float = 5.0
+    # How often an idle worker looks for new mail.
+    poll: float = 1.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class Engine:
+    def __init__(
+        self,
+        outbox: Outbox,
+        registry: ChannelRegistry,
+        clock: Clock,
+        options: EngineOptions | None = None,
+        *,
+        token_sources: TokenSources | None = None,
+        on_outcome: Progress | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.registry = registry
+        self.clock = clock
+        self.options = options or EngineOptions()
+        self.token_sources = token_sources
+        self.on_outcome = on_outcome
+        self._limiters: dict[int, RateLimiter] = {}
+
+    async def run(
+        self,
+        *,
+        until_idle: bool = False,
+        watch: Sequence[int] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Deliver until stopped; or until nothing is due (``until_idle``); or
+        until the messages in ``watch`` have all settled or are held."""
+        recovered = self.outbox.recover()
+        if recovered:
+            log.warning("requeued %d message(s) left by a stopped worker", recovered)
+
+        while not (stop and stop.is_set()):
+            worked = await self.run_once()
+            if watch is not None and self.outbox.count_unsettled(watch) == 0:
+                return
+            if until_idle and watch is None and not worked:
+                return
+            await self._idle(stop)
+
+    async def run_once(self) -> bool:
+        """One pass over every channel with due mail; True if any was tried."""
+        self.outbox.recover()
+        channels = self._ready_channels()
+        runners = [ChannelRunner(self, channel) for channel in channels]
+        results = await asyncio.gather(*(runner.run() for runner in runners))
+        return any(results)
+
+    def limiter(self, channel: Channel) -> RateLimiter:
+        limiter = self._limiters.get(channel.id)
+        if limiter is None or limiter.limits != channel.limits:
+            limiter = RateLimiter(channel.limits, self.outbox.history(channel.id))
+            self._limiters[channel.id] = limiter
+        return limiter
+
+    def _ready_channels(self) -> list[Channel]:
+        now = self.clock.now()
+        ready = []
+        for channel in self.registry.list(everything=True):
+            if channel.status is ChannelStatus.disconnected:
+                continue
+            if channel.status is ChannelStatus.paused:
+                if channel.paused_until and channel.paused_until > now:
+                    continue
+                self.registry.set_status(channel.id, ChannelStatus.connected)
+            ready.append(channel)
+        return ready
+
+    async def _idle(self, stop: asyncio.Event | None) -> None:
+        due = self.outbox.next_due([c.id for c in self._ready_channels()])
+        wait = self.options.poll
+        if due is not None:
+            wait = min(wait, (due - self.clock.now()).total_seconds())
+        if stop is None:
+            await self.clock.sleep(max(wait, 0.0))
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.0))
+        except TimeoutError:
+            pass
+
+
+class ChannelStopped(Exception):
+    """The channel was paused or disconnected; its runner ends."""
+
+
+class ChannelRunner:
+    """Delivers one channel's due mail over its sessions."""
+
+    def __init__(self, engine: Engine, channel: Channel) -> None:
+        self.engine = engine
+        self.channel = channel
+        self.limiter = engine.limiter(channel)
+        self.outbox = engine.outbox
+        self.clock = engine.clock
+        self.options = engine.options
+        self._stopped = False
+        self._tried = False
+        self._throttle_strikes = 0
+        # Why the runner stopped early, and until when the channel's mail waits.
+        self._hold_reason: str | None = None
+        self._wait_until: datetime | None = None
+        self._wait_reason = ""
+
+    async def run(self) -> bool:
+        workers = [self._session_loop() for _ in range(self.channel.connections)]
+        await asyncio.gather(*workers)
+        self._apply_stop()
+        return self._tried
+
+    def _apply_stop(self) -> None:
+        # Done once every session has given its messages back, so that none
+        # of them escapes the hold or the wait.
+        if self._hold_reason is not None:
+            self.outbox.hold_channel(self.channel.id, self._hold_reason)
+        elif self._wait_until is not None:
+            self.outbox.defer_channel(
+                self.channel.id, self._wait_until, self._wait_reason
+            )
+
+    def _stop(self, until: datetime | None, reason: str) -> None:
+        self._stopped = True
+        self._wait_until = until
+        self._wait_reason = reason
+
+    async def _session_loop(self) -> None:
+        session: SmtpSession | None = None
+        try:
+            while not self._stopped:
+                batch = self.outbox.claim(self.channel.id, self.options.batch)
+                if not batch:
+                    return
+                self._tried = True
+                session = await self._deliver_batch(batch, session)
+        finally:
+            if session is not None:
+                await session.close()
+
+    async def _deliver_batch(
+        self, batch: list[Pending], session: SmtpSession | None
+    ) -> SmtpSession | None:
+        for index, message in enumerate(batch):
+            if self._stopped:
+                self._give_back(batch[index:])
+                break
+            try:
+                session = await self._deliver(message, session)
+            except ChannelStopped:
+                self._give_back(batch[index + 1 :])
+                break
+        return session
+
+    # One message -------------------------------------------------------------
+
+    async def _deliver(
+        self, message: Pending, session: SmtpSession | None
+    ) -> SmtpSession | None:
+        if self._expired(message):
+            return session
+        result = RoundResult(message)
+        groups = split_recipients(
+            message.recipients, self.channel.limits.max_recipients
+        )
+        for group in groups:
+            slot_ok = await self._reserve(message, len(group))
+            if not slot_ok:
+                return session
+            session = await self._session(session, message)
+            if session is None:
+                return None
+            session = await self._transact(session, message, group, result)
+            if result.signal is not ChannelSignal.none or session is None:
+                break
+        self._settle(message, result)
+        return session
+
+    async def _transact(
+        self,
+        session: SmtpSession,
+        message: Pending,
+        group: list,
+        result: RoundResult,
+    ) -> SmtpSession | None:
+        at = self.clock.now()
+        data = render_message(message, session.smtputf8, session.eight_bit)
+        try:
+            txn = await session.send(
+                message.sender, [r.address for r in group], data
+            )
+        except SessionError as exc:
+            await session.close()
+            self._broken_session(message, result, exc)
+            return None
+
+        result.add_transaction(group, txn, at)
+        if not (txn.delivered and len(txn.accepted) == len(group)):
+            session = await self._maybe_reset(session)
+        return session
+
+    async def _maybe_reset(self, session: SmtpSession) -> SmtpSession | None:
+        if not session.is_open:
+            return None
+        try:
+            await session.reset()
+        except SessionError:
+            await session.close()
+            return None
+        return session
+
+    def _broken_session(
+        self, message: Pending, result: RoundResult, exc: SessionError
+    ) -> None:
+        reply = exc.reply or Reply(451, "4.4.2", f"connection lost: {exc}")
+        result.transient = reply
+        if exc.reply is not None and exc.reply.code == 421:
+            result.signal = ChannelSignal.throttled
+            result.signal_reply = exc.reply
+
+    def _settle(self, message: Pending, result: RoundResult) -> None:
+        wait_until, reason = self._react(result)
+        retry_at = self.clock.now() + timedelta(
+            seconds=self.options.retry.retry_delay(message.attempts + 1)
+        )
+        outcome = finish(
+            result,
+            already_sent=message.already_sent,
+            retry_at=retry_at,
+            wait_until=wait_until,
+            wait_reason=reason,
+        )
+        self.outbox.record(message, self.channel.id, outcome)
+        self._log(message, outcome)
+        if self.engine.on_outcome is not None:
+            self.engine.on_outcome(message, outcome)
+        if result.signal is not ChannelSignal.none:
+            raise ChannelStopped
+
+    def _log(self, message: Pending, outcome: Outcome) -> None:
+        last = outcome.attempts[-1] if outcome.attempts else None
+        log.info(
+            "delivery channel=%s message=%s state=%s reply=%s class=%s next=%s",
+            self.channel.name,
+            message.message_id,
+            outcome.state,
+            f"{last.code} {last.enhanced}".strip() if last else "-",
+            last.reply_class if last else "-",
+            _when(outcome.next_attempt_at) if outcome.state != "sent" else "-",
+        )
+
+    def _expired(self, message: Pending) -> bool:
+        if not self.options.retry.expired(message.created_at, self.clock.now()):
+            return False
+        days = self.options.retry.lifetime.days
+        result = RoundResult(message)
+        reason = f"gave up after {days} days of temporary failures"
+        result.failure = Reply(554, "5.4.7", reason)
+        for recipient in message.recipients:
+            result.states[recipient.id] = ("failed", reason)  # type: ignore[assignment]
+        self.outbox.record(message, self.channel.id, Outcome(
+            state=MessageState.failed,
+            reason=reason,
+            recipient_states=result.states,
+        ))
+        return True
+
+    # Limits --------------------------------------------------------------------
+
+    async def _reserve(self, message: Pending, recipients: int) -> bool:
+        """Wait for a slot, or give the message back if the slot is far off."""
+        while True:
+            now = self.clock.now()
+            slot = self.limiter.next_slot(now, recipients)
+            if slot <= now:
+                self.limiter.record(now, recipients)
+                return True
+            wait = (slot - now).total_seconds()
+            if wait > self.options.max_wait:
+                self._wait_for_limit(message, slot)
+                return False
+            await self.clock.sleep(wait)
+
+    def _wait_for_limit(self, message: Pending, slot: datetime) -> None:
+        reason = (
+            f"waiting for channel {self.channel.name}'s limit "
+            f"({self.channel.limits.describe()}); next try at {_when(slot)}"
+        )
+        self._stop(slot, reason)
+        self._give_back([message])
+        raise ChannelStopped
+
+    def _give_back(self, messages: list[Pending]) -> None:
+        if messages:
+            when = self._wait_until or self.clock.now()
+            self.outbox.release([m.id for m in messages], when, self._wait_reason)
+
+    # Sessions and channel-wide reactions ---------------------------------------
+
+    async def _session(
+        self, session: SmtpSession | None, message: Pending
+    ) -> SmtpSession | None:
+        if session is not None and session.is_open:
+            return session
+        session = SmtpSession(self._endpoint())
+        try:
+            await session.open()
+        except AuthRefused as exc:
+            self._disconnect(f"{describe(ReplyClass.auth)}: {exc.reply}")
+            self._give_back([message])
+            raise ChannelStopped from None
+        except (ChannelConnectError, ChannelAuthError) as exc:
+            self._pause_after_connect_error(message, str(exc))
+            raise ChannelStopped from None
+        return session
+
+    def _endpoint(self) -> Endpoint:
+        channel = self.channel
+        tokens = self.engine.token_sources
+        return Endpoint(
+            host=channel.host,
+            port=channel.port,
+            security=channel.security,
+            username=channel.username,
+            secret=channel.secret,
+            ca_bundle=channel.ca_bundle,
+            verify_tls=channel.verify_tls,
+            token_source=tokens(channel) if tokens else None,
+        )
+
+    def _react(self, result: RoundResult) -> tuple[datetime | None, str]:
+        """Apply a channel-wide signal; returns until when and why mail waits."""
+        reply = result.signal_reply
+        if result.signal is ChannelSignal.disconnected:
+            reason = f"{describe(ReplyClass.auth)}: {reply}"
+            self._disconnect(reason)
+            return None, reason
+        if result.signal is ChannelSignal.throttled:
+            self._throttle_strikes += 1
+            pause = self.options.retry.pause(self._throttle_strikes)
+            return self._pause(pause, ReplyClass.throttled, reply)
+        if result.signal is ChannelSignal.quota:
+            return self._pause(self._quota_pause(), ReplyClass.quota, reply)
+        self._throttle_strikes = 0
+        return None, ""
+
+    def _pause(
+        self, seconds: float, reply_class: ReplyClass, reply: Reply | None
+    ) -> tuple[datetime, str]:
+        until = self.clock.now() + timedelta(seconds=seconds)
+        reason = f"{describe(reply_class)} ({reply}); next try at {_when(until)}"
+        self.engine.registry.set_status(
+            self.channel.id, ChannelStatus.paused, reason, until
+        )
+        self._stop(until, reason)
+        return until, reason
+
+    def _quota_pause(self) -> float:
+        # The provider counts its own 24 hours; without a configured daily
+        # limit the best guess is to rest an hour and try again.
+        now = self.clock.now()
+        if self.channel.limits.per_day:
+            slot = self.limiter.next_slot(now, self.channel.limits.per_day)
+            return max(3600.0, (slot - now).total_seconds())
+        return 3600.0
+
+    def _disconnect(self, reason: str) -> None:
+        self.engine.registry.set_status(
+            self.channel.id, ChannelStatus.disconnected, reason
+        )
+        self.outbox.add_event(
+            "channel-disconnected", reason, channel_id=self.channel.id
+        )
+        log.warning("channel=%s disconnected: %s", self.channel.name, reason)
+        self._hold_reason = reason
+        self._stop(None, reason)
+
+    def _pause_after_connect_error(self, message: Pending, error: str) -> None:
+        self._throttle_strikes += 1
+        seconds = self.options.retry.pause(self._throttle_strikes)
+        until = self.clock.now() + timedelta(seconds=seconds)
+        reason = f"cannot reach the server: {error}; next try at {_when(until)}"
+        self.engine.registry.set_status(
+            self.channel.id, ChannelStatus.paused, reason, until
+        )
+        log.warning("channel=%s paused: %s", self.channel.name, reason)
+        self._stop(until, reason)
+        self._give_back([message])
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"

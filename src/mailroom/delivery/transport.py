@@ -1,0 +1,281 @@
+"""One SMTP session to a channel's server, reused across messages.
+
+A thin layer over aiosmtplib that adds what delivery needs: TLS set up from the
+channel's settings, per-recipient results (a server may accept some recipients
+and refuse others), replies as ``Reply`` values, and errors wrapped once into
+mailroom's tree with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from mailroom.channels.model import Security
+from mailroom.delivery.replies import Reply, ReplyCode
+from mailroom.errors import ChannelAuthError, ChannelConnectError
+from mailroom.secrets import Secret
+
+log = logging.getLogger("mailroom.delivery")
+
+TokenSource = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to connect, and who to log in as."""
+
+    host: str
+    port: int
+    security: Security
+    username: str = ""
+    secret: Secret | None = None
+    ca_bundle: str | None = None
+    verify_tls: bool = True
+    timeout: float = 30.0
+    # OAuth channels authenticate with XOAUTH2 using a fresh access token.
+    token_source: TokenSource | None = None
+
+
+@dataclass(slots=True)
+class Transaction:
+    """The outcome of one MAIL/RCPT/DATA transaction."""
+
+    mail: Reply | None = None
+    rcpt: dict[str, Reply] = field(default_factory=dict)
+    data: Reply | None = None
+
+    @property
+    def accepted(self) -> list[str]:
+        return [addr for addr, reply in self.rcpt.items() if reply.is_success]
+
+    @property
+    def delivered(self) -> bool:
+        return self.data is not None and self.data.is_success
+
+
+class SessionError(ChannelConnectError):
+    """The session broke mid-conversation; the reply says how, if there was one."""
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class AuthRefused(ChannelAuthError):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(f"the server refused the credentials: {reply}")
+        self.reply = reply
+
+
+def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """Certificate checks on by default, against the channel's CA if it has one."""
+    context = ssl.create_default_context(cafile=endpoint.ca_bundle)
+    if not endpoint.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SmtpSession:
+    """An SMTP client session; ``open`` once, ``send`` many times, ``close``."""
+
+    def __init__(self, endpoint: Endpoint, local_hostname: str | None = None):
+        self.endpoint = endpoint
+        self._client = aiosmtplib.SMTP(
+            hostname=endpoint.host,
+            port=endpoint.port,
+            use_tls=endpoint.security is Security.tls,
+            start_tls=False,
+            tls_context=tls_context(endpoint),
+            timeout=endpoint.timeout,
+            local_hostname=local_hostname,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self._client.is_connected
+
+    @property
+    def smtputf8(self) -> bool:
+        return self._client.supports_extension("smtputf8")
+
+    @property
+    def eight_bit(self) -> bool:
+        return self._client.supports_extension("8bitmime")
+
+    @property
+    def size_limit(self) -> int | None:
+        value = self._client.esmtp_extensions.get("size", "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    @property
+    def client(self) -> aiosmtplib.SMTP:
+        return self._client
+
+    async def open(self) -> None:
+        """Connect, secure the connection and authenticate."""
+        await self._connect()
+        await self._maybe_starttls()
+        await self._maybe_authenticate()
+
+    async def send(self, sender: str, recipients: list[str], data: bytes) -> Transaction:
+        """One transaction; a refused recipient does not stop the others."""
+        result = Transaction()
+        result.mail = await self._mail(sender, data)
+        if not result.mail.is_success:
+            return result
+
+        for recipient in recipients:
+            result.rcpt[recipient] = await self._rcpt(recipient)
+
+        if result.accepted:
+            result.data = await self._data(data)
+        return result
+
+    async def reset(self) -> None:
+        """RSET after a refused transaction, so the session can be reused."""
+        try:
+            await self._client.rset()
+        except aiosmtplib.SMTPException as exc:
+            raise SessionError(f"the server did not accept RSET: {exc}") from exc
+
+    async def close(self) -> None:
+        if not self._client.is_connected:
+            return
+        try:
+            await self._client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            self._client.close()
+
+    async def _connect(self) -> None:
+        try:
+            await self._client.connect()
+        except aiosmtplib.SMTPConnectError as exc:
+            raise ChannelConnectError(
+                f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: "
+                f"{_cause(exc)}"
+            ) from exc
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise ChannelConnectError(_timeout_hint(self.endpoint)) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise SessionError(
+                f"the server refused the connection: {exc.code} {exc.message}",
+                Reply.parse(exc.code, exc.message),
+            ) from exc
+
+    async def _maybe_starttls(self) -> None:
+        if self.endpoint.security is not Security.starttls:
+            return
+        if not self._client.supports_extension("starttls"):
+            raise ChannelConnectError(
+                f"{self.endpoint.host}:{self.endpoint.port} does not offer "
+                "STARTTLS; use security 'tls' for an implicit TLS port (465)"
+            )
+        try:
+            await self._client.starttls()
+        except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
+            raise ChannelConnectError(f"STARTTLS failed: {_cause(exc)}") from exc
+
+    async def _maybe_authenticate(self) -> None:
+        if self.endpoint.token_source is not None:
+            await self._authenticate_oauth(self.endpoint.token_source)
+            return
+        if not self.endpoint.username or self.endpoint.secret is None:
+            return
+
+        try:
+            await self._login(self.endpoint.username, self.endpoint.secret)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise AuthRefused(Reply.parse(exc.code, exc.message)) from None
+        except aiosmtplib.SMTPException as exc:
+            raise SessionError(f"authentication failed: {exc}") from None
+
+    async def _login(self, username: str, secret: Secret) -> None:
+        # RFC 4954 AUTH over TLS; PLAIN needs one round trip, LOGIN two.
+        offered = {m.upper() for m in self._client.server_auth_methods}
+        if "PLAIN" in offered:
+            await self._client.auth_plain(username, secret.reveal())
+        elif "LOGIN" in offered:
+            await self._client.auth_login(username, secret.reveal())
+        else:
+            raise ChannelAuthError(
+                "the server offers neither AUTH PLAIN nor AUTH LOGIN; "
+                "check the port and security mode"
+            )
+
+    async def _authenticate_oauth(self, token_source: TokenSource) -> None:
+        token = await token_source()
+        try:
+            await self._client.auth_xoauth2(self.endpoint.username, token)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise AuthRefused(Reply.parse(exc.code, exc.message)) from None
+
+    async def _mail(self, sender: str, data: bytes) -> Reply:
+        options = self._mail_options(sender, data)
+        try:
+            response = await self._client.mail(sender, options=options, encoding="utf-8")
+        except aiosmtplib.SMTPSenderRefused as exc:
+            return Reply.parse(exc.code, exc.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _disconnect_or_reply(exc)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise SessionError(f"the server closed the connection: {exc}") from exc
+        return Reply.parse(response.code, response.message)
+
+    def _mail_options(self, sender: str, data: bytes) -> list[str]:
+        options = []
+        if self.smtputf8 and not sender.isascii():
+            options.append("SMTPUTF8")
+        if self.eight_bit and not data.isascii():
+            options.append("BODY=8BITMIME")
+        if self.size_limit:
+            # RFC 1870: announce the size so an oversized message fails early.
+            options.append(f"SIZE={len(data)}")
+        return options
+
+    async def _rcpt(self, recipient: str) -> Reply:
+        try:
+            response = await self._client.rcpt(recipient, encoding="utf-8")
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            return Reply.parse(exc.code, exc.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _disconnect_or_reply(exc)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise SessionError(f"the server closed the connection: {exc}") from exc
+        return Reply.parse(response.code, response.message)
+
+    async def _data(self, data: bytes) -> Reply:
+        try:
+            response = await self._client.data(data)
+        except aiosmtplib.SMTPDataError as exc:
+            return Reply.parse(exc.code, exc.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _disconnect_or_reply(exc)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise SessionError(f"the server closed the connection: {exc}") from exc
+        return Reply.parse(response.code, response.message)
+
+
+def _disconnect_or_reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
+    reply = Reply.parse(exc.code, exc.message)
+    # RFC 5321 3.8: a 421 means the server is closing the transmission channel.
+    if reply.code == ReplyCode.service_unavailable:
+        raise SessionError("the server is closing the connection", reply)
+    return reply
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return str(cause) or type(cause).__name__
+
+
+def _timeout_hint(endpoint: Endpoint) -> str:
+    hint = ""
+    if endpoint.security is not Security.tls and endpoint.port == 465:
+        hint = "; port 465 expects implicit TLS: use security 'tls'"
+    return f"timed out waiting for {endpoint.host}:{endpoint.port}{hint}"

@@ -1,0 +1,1 @@
+"""The durable outbox: schema, migrations and the queries the engine needs."""

@@ -1,0 +1,445 @@
+"""The outbox: every message, recipient and attempt, durably.
+
+A message is committed here before anything reports it accepted.  Workers claim
+due messages with a lease; a worker that dies leaves an expired lease behind,
+and ``recover`` puts those messages back in the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+
+from mailroom.clock import Clock
+from mailroom.delivery.limits import DAY, Send
+from mailroom.store import schema as t
+from mailroom.store.states import MessageState, RecipientState, sources_of
+
+LEASE = timedelta(minutes=5)
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """A message about to be accepted."""
+
+    team_id: int | None
+    channel_id: int
+    sender: str
+    message_id: str
+    content: dict[str, Any]
+    recipients: list[tuple[str, str]]
+    campaign_id: int | None = None
+    state: MessageState = MessageState.queued
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class PendingRecipient:
+    id: int
+    address: str
+    kind: str
+
+
+@dataclass(slots=True)
+class Pending:
+    """A claimed message with the recipients it still owes."""
+
+    id: int
+    team_id: int | None
+    message_id: str
+    sender: str
+    content: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    recipients: list[PendingRecipient] = field(default_factory=list)
+    # Recipients an earlier round delivered, so the message counts as sent.
+    already_sent: int = 0
+
+
+@dataclass(slots=True)
+class AttemptRow:
+    """One reply worth remembering, ready to insert."""
+
+    stage: str
+    code: int | None
+    enhanced: str
+    text: str
+    reply_class: str
+    recipient: str | None = None
+    rcpt_count: int = 0
+    at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one delivery round did to a message, written in one transaction."""
+
+    state: MessageState
+    reason: str = ""
+    next_attempt_at: datetime | None = None
+    charge_attempt: bool = True
+    recipient_states: dict[int, tuple[RecipientState, str]] = field(
+        default_factory=dict
+    )
+    attempts: list[AttemptRow] = field(default_factory=list)
+    suppress: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Outbox:
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # Acceptance -----------------------------------------------------------
+
+    def accept(self, items: Sequence[NewMessage]) -> list[int]:
+        """Commit messages and their recipients; returns their ids in order."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            ids = [self._insert_message(conn, item, now) for item in items]
+            rows = [
+                {
+                    "message_id": msg_id,
+                    "address": address,
+                    "kind": kind,
+                    "state": RecipientState.queued,
+                    "updated_at": now,
+                }
+                for msg_id, item in zip(ids, items, strict=True)
+                for address, kind in item.recipients
+            ]
+            conn.execute(insert(t.recipients), rows)
+        return ids
+
+    def _insert_message(self, conn: Connection, item: NewMessage, now: datetime) -> int:
+        result = conn.execute(
+            insert(t.messages).values(
+                team_id=item.team_id,
+                channel_id=item.channel_id,
+                campaign_id=item.campaign_id,
+                message_id=item.message_id,
+                sender=item.sender,
+                content=item.content,
+                state=item.state,
+                reason=item.reason,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+    # Claims and outcomes ---------------------------------------------------
+
+    def recover(self) -> int:
+        """Put messages whose worker died back in the queue."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            stale = conn.execute(
+                update(t.messages)
+                .where(t.messages.c.state == MessageState.sending)
+                .where(t.messages.c.lease_until < now)
+                .values(
+                    state=MessageState.queued,
+                    lease_until=None,
+                    reason="the worker stopped during delivery; retrying",
+                    updated_at=now,
+                )
+            )
+        return stale.rowcount or 0
+
+    def claim(self, channel_id: int, limit: int) -> list[Pending]:
+        """Take up to ``limit`` due messages of a channel, oldest first."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            ids = self._due_ids(conn, channel_id, now, limit)
+            if not ids:
+                return []
+            conn.execute(
+                update(t.messages)
+                .where(t.messages.c.id.in_(ids))
+                .values(state=MessageState.sending, lease_until=now + LEASE)
+            )
+            return self._load_pending(conn, ids)
+
+    def _due_ids(
+        self, conn: Connection, channel_id: int, now: datetime, limit: int
+    ) -> list[int]:
+        query = (
+            select(t.messages.c.id)
+            .where(t.messages.c.channel_id == channel_id)
+            .where(
+                t.messages.c.state.in_([MessageState.queued, MessageState.deferred])
+            )
+            .where(t.messages.c.next_attempt_at <= now)
+            .order_by(t.messages.c.next_attempt_at, t.messages.c.id)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            # Several workers may claim at once; each skips what another holds.
+            query = query.with_for_update(skip_locked=True)
+        return list(conn.scalars(query))
+
+    def _load_pending(self, conn: Connection, ids: list[int]) -> list[Pending]:
+        m = t.messages.c
+        rows = conn.execute(
+            select(
+                m.id, m.team_id, m.message_id, m.sender, m.content, m.attempts,
+                m.created_at,
+            )
+            .where(m.id.in_(ids))
+            .order_by(m.next_attempt_at, m.id)
+        )
+        pending = {row.id: Pending(*row) for row in rows}
+        r = t.recipients.c
+        waiting = {RecipientState.queued, RecipientState.deferred}
+        for row in conn.execute(
+            select(r.id, r.message_id, r.address, r.kind, r.state)
+            .where(r.message_id.in_(ids))
+            .where(r.state.in_([*waiting, RecipientState.sent]))
+            .order_by(r.id)
+        ):
+            message = pending[row.message_id]
+            if row.state == RecipientState.sent:
+                message.already_sent += 1
+            else:
+                message.recipients.append(
+                    PendingRecipient(row.id, row.address, row.kind)
+                )
+        return list(pending.values())
+
+    def release(self, ids: Iterable[int], when: datetime, reason: str) -> None:
+        """Give claimed messages back unsent, to be tried at ``when``."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.messages)
+                .where(t.messages.c.id.in_(list(ids)))
+                .where(t.messages.c.state == MessageState.sending)
+                .values(
+                    state=MessageState.queued,
+                    lease_until=None,
+                    next_attempt_at=when,
+                    reason=reason,
+                    updated_at=self.clock.now(),
+                )
+            )
+
+    def record(self, message: Pending, channel_id: int, outcome: Outcome) -> None:
+        """Write a delivery round's outcome in one transaction."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            self._write_recipients(conn, outcome, now)
+            self._write_attempts(conn, message.id, channel_id, outcome, now)
+            self._write_message(conn, message, outcome, now)
+            for address, reason in outcome.suppress:
+                self._suppress(conn, message.team_id, address, reason, now)
+
+    def _write_recipients(self, conn: Connection, outcome: Outcome, now: datetime):
+        by_state: dict[tuple[str, str], list[int]] = {}
+        for rid, (state, reply) in outcome.recipient_states.items():
+            by_state.setdefault((state, reply), []).append(rid)
+        for (state, reply), ids in by_state.items():
+            conn.execute(
+                update(t.recipients)
+                .where(t.recipients.c.id.in_(ids))
+                .values(state=state, reply=reply, updated_at=now)
+            )
+
+    def _write_attempts(
+        self,
+        conn: Connection,
+        message_id: int,
+        channel_id: int,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        if not outcome.attempts:
+            return
+        rows = [
+            {
+                "message_id": message_id,
+                "channel_id": channel_id,
+                "at": attempt.at or now,
+                "stage": attempt.stage,
+                "recipient": attempt.recipient,
+                "code": attempt.code,
+                "enhanced": attempt.enhanced,
+                "text": attempt.text[:2000],
+                "reply_class": attempt.reply_class,
+                "rcpt_count": attempt.rcpt_count,
+            }
+            for attempt in outcome.attempts
+        ]
+        conn.execute(insert(t.attempts), rows)
+
+    def _write_message(
+        self, conn: Connection, message: Pending, outcome: Outcome, now: datetime
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": outcome.state,
+            "reason": outcome.reason,
+            "lease_until": None,
+            "updated_at": now,
+            "next_attempt_at": outcome.next_attempt_at or now,
+        }
+        if outcome.charge_attempt:
+            values["attempts"] = message.attempts + 1
+        if outcome.state is MessageState.sent:
+            values["sent_at"] = now
+        conn.execute(
+            update(t.messages)
+            .where(t.messages.c.id == message.id)
+            .where(t.messages.c.state.in_(sources_of(outcome.state)))
+            .values(**values)
+        )
+
+    def _suppress(
+        self,
+        conn: Connection,
+        team_id: int | None,
+        address: str,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        if team_id is None:
+            return
+        exists = conn.execute(
+            select(t.suppressions.c.address).where(
+                and_(
+                    t.suppressions.c.team_id == team_id,
+                    t.suppressions.c.address == address.lower(),
+                )
+            )
+        ).first()
+        if exists is None:
+            conn.execute(
+                insert(t.suppressions).values(
+                    team_id=team_id,
+                    address=address.lower(),
+                    reason=reason,
+                    created_at=now,
+                )
+            )
+
+    # Channel-wide changes --------------------------------------------------
+
+    def hold_channel(self, channel_id: int, reason: str) -> int:
+        """Hold a disconnected channel's waiting mail; it is never failed."""
+        return self._move_channel_mail(
+            channel_id,
+            [MessageState.queued, MessageState.deferred],
+            MessageState.held,
+            reason,
+        )
+
+    def resume_channel(self, channel_id: int) -> int:
+        """Queue a reconnected channel's held mail again, in its original order."""
+        return self._move_channel_mail(
+            channel_id, [MessageState.held], MessageState.queued, ""
+        )
+
+    def defer_channel(self, channel_id: int, when: datetime, reason: str) -> int:
+        """Show every waiting message of a channel why and until when it waits."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.messages)
+                .where(t.messages.c.channel_id == channel_id)
+                .where(
+                    t.messages.c.state.in_(
+                        [MessageState.queued, MessageState.deferred]
+                    )
+                )
+                .where(t.messages.c.next_attempt_at < when)
+                .values(next_attempt_at=when, reason=reason, updated_at=now)
+            )
+        return result.rowcount or 0
+
+    def _move_channel_mail(
+        self,
+        channel_id: int,
+        sources: list[MessageState],
+        target: MessageState,
+        reason: str,
+    ) -> int:
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.messages)
+                .where(t.messages.c.channel_id == channel_id)
+                .where(t.messages.c.state.in_(sources))
+                .values(
+                    state=target,
+                    reason=reason,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+        return result.rowcount or 0
+
+    # Reading ----------------------------------------------------------------
+
+    def history(self, channel_id: int) -> list[Send]:
+        """Transactions of the last 24 hours, to seed the channel's limiter."""
+        since = self.clock.now() - DAY
+        a = t.attempts.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(a.at, a.rcpt_count)
+                .where(a.channel_id == channel_id)
+                .where(a.stage == "mail")
+                .where(a.at > since)
+                .order_by(a.at)
+            )
+            return [Send(row.at, row.rcpt_count) for row in rows]
+
+    def next_due(self, channel_ids: Sequence[int]) -> datetime | None:
+        """The earliest time a waiting message of these channels is due."""
+        if not channel_ids:
+            return None
+        with self.engine.connect() as conn:
+            return conn.scalar(
+                select(func.min(t.messages.c.next_attempt_at))
+                .where(t.messages.c.channel_id.in_(list(channel_ids)))
+                .where(
+                    t.messages.c.state.in_(
+                        [MessageState.queued, MessageState.deferred]
+                    )
+                )
+            )
+
+    def count_unsettled(self, ids: Sequence[int] | None = None) -> int:
+        waiting = [
+            MessageState.queued,
+            MessageState.deferred,
+            MessageState.sending,
+        ]
+        query = select(func.count()).where(t.messages.c.state.in_(waiting))
+        if ids is not None:
+            query = query.where(t.messages.c.id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
+    def add_event(
+        self,
+        kind: str,
+        detail: str,
+        *,
+        channel_id: int | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(t.events).values(
+                    at=self.clock.now(),
+                    kind=kind,
+                    detail=detail,
+                    channel_id=channel_id,
+                    message_id=message_id,
+                )
+            )
