@@ -24,6 +24,7 @@ class Mailroom:
         self.clock = clock or SystemClock()
         self.db = open_engine(settings.database_url)
         if not is_initialised(self.db):
+            self.db.dispose()
             raise NotInitialisedError(
                 f"no mailroom database at {settings.database_url}; "
                 "run `mailroom init` first"
@@ -43,7 +44,11 @@ class Mailroom:
         settings.home.chmod(0o700)
         if not settings.key_file.exists():
             create_key_file(settings.key_file)
-        upgrade(open_engine(settings.database_url))
+        engine = open_engine(settings.database_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
         return cls(settings, clock)
 
     def delivery(

@@ -31,7 +31,7 @@ from mailroom.delivery.transport import (
     TokenSource,
 )
 from mailroom.errors import ChannelAuthError, ChannelConnectError
-from mailroom.store.outbox import Outbox, Outcome, Pending
+from mailroom.store.outbox import Outbox, Outcome, Pending, PendingRecipient
 from mailroom.store.states import MessageState
 
 log = logging.getLogger("mailroom.delivery")
@@ -132,6 +132,18 @@ class Engine:
             pass
 
 
+class _Link:
+    """A session worker's current SMTP session, if any."""
+
+    def __init__(self) -> None:
+        self.session: SmtpSession | None = None
+
+    async def close(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            await session.close()
+
+
 class ChannelStopped(Exception):
     """The channel was paused or disconnected; its runner ends."""
 
@@ -176,63 +188,54 @@ class ChannelRunner:
         self._wait_reason = reason
 
     async def _session_loop(self) -> None:
-        session: SmtpSession | None = None
+        link = _Link()
         try:
             while not self._stopped:
                 batch = self.outbox.claim(self.channel.id, self.options.batch)
                 if not batch:
                     return
                 self._tried = True
-                session = await self._deliver_batch(batch, session)
+                await self._deliver_batch(batch, link)
         finally:
-            if session is not None:
-                await session.close()
+            await link.close()
 
-    async def _deliver_batch(
-        self, batch: list[Pending], session: SmtpSession | None
-    ) -> SmtpSession | None:
+    async def _deliver_batch(self, batch: list[Pending], link: _Link) -> None:
         for index, message in enumerate(batch):
             if self._stopped:
                 self._give_back(batch[index:])
-                break
+                return
             try:
-                session = await self._deliver(message, session)
+                await self._deliver(message, link)
             except ChannelStopped:
                 self._give_back(batch[index + 1 :])
-                break
-        return session
+                return
 
     # One message -------------------------------------------------------------
 
-    async def _deliver(
-        self, message: Pending, session: SmtpSession | None
-    ) -> SmtpSession | None:
+    async def _deliver(self, message: Pending, link: _Link) -> None:
+        """One round for one message: every transaction it needs, then record."""
         if self._expired(message):
-            return session
+            return
         result = RoundResult(message)
-        groups = split_recipients(
-            message.recipients, self.channel.limits.max_recipients
-        )
-        for group in groups:
-            slot_ok = await self._reserve(message, len(group))
-            if not slot_ok:
-                return session
-            session = await self._session(session, message)
-            if session is None:
-                return None
-            session = await self._transact(session, message, group, result)
-            if result.signal is not ChannelSignal.none or session is None:
+        limit = self.channel.limits.max_recipients
+        for group in split_recipients(message.recipients, limit):
+            if not await self._reserve(len(group)):
+                break
+            await self._session(link, message)
+            await self._transact(link, message, group, result)
+            if result.signal is not ChannelSignal.none or link.session is None:
                 break
         self._settle(message, result)
-        return session
 
     async def _transact(
         self,
-        session: SmtpSession,
+        link: _Link,
         message: Pending,
-        group: list,
+        group: list[PendingRecipient],
         result: RoundResult,
-    ) -> SmtpSession | None:
+    ) -> None:
+        session = link.session
+        assert session is not None
         at = self.clock.now()
         data = render_message(message, session.smtputf8, session.eight_bit)
         try:
@@ -240,28 +243,27 @@ class ChannelRunner:
                 message.sender, [r.address for r in group], data
             )
         except SessionError as exc:
-            await session.close()
-            self._broken_session(message, result, exc)
-            return None
+            await link.close()
+            self._broken_session(result, exc)
+            return
 
         result.add_transaction(group, txn, at)
         if not (txn.delivered and len(txn.accepted) == len(group)):
-            session = await self._maybe_reset(session)
-        return session
+            await self._reset(link)
 
-    async def _maybe_reset(self, session: SmtpSession) -> SmtpSession | None:
-        if not session.is_open:
-            return None
+    async def _reset(self, link: _Link) -> None:
+        # RFC 5321 4.1.1.5: RSET clears a refused transaction; a session that
+        # cannot even do that is closed and the next message opens a new one.
+        session = link.session
+        if session is None or not session.is_open:
+            await link.close()
+            return
         try:
             await session.reset()
         except SessionError:
-            await session.close()
-            return None
-        return session
+            await link.close()
 
-    def _broken_session(
-        self, message: Pending, result: RoundResult, exc: SessionError
-    ) -> None:
+    def _broken_session(self, result: RoundResult, exc: SessionError) -> None:
         reply = exc.reply or Reply(451, "4.4.2", f"connection lost: {exc}")
         result.transient = reply
         if exc.reply is not None and exc.reply.code == 421:
@@ -270,6 +272,9 @@ class ChannelRunner:
 
     def _settle(self, message: Pending, result: RoundResult) -> None:
         wait_until, reason = self._react(result)
+        if wait_until is None and self._wait_until is not None:
+            # The limiter stopped the round: what was not sent waits for it.
+            wait_until, reason = self._wait_until, self._wait_reason
         retry_at = self.clock.now() + timedelta(
             seconds=self.options.retry.retry_delay(message.attempts + 1)
         )
@@ -317,8 +322,8 @@ class ChannelRunner:
 
     # Limits --------------------------------------------------------------------
 
-    async def _reserve(self, message: Pending, recipients: int) -> bool:
-        """Wait for a slot, or give the message back if the slot is far off."""
+    async def _reserve(self, recipients: int) -> bool:
+        """Wait for a slot close by; a slot far off stops the runner instead."""
         while True:
             now = self.clock.now()
             slot = self.limiter.next_slot(now, recipients)
@@ -327,18 +332,15 @@ class ChannelRunner:
                 return True
             wait = (slot - now).total_seconds()
             if wait > self.options.max_wait:
-                self._wait_for_limit(message, slot)
+                self._stop(slot, self._limit_reason(slot))
                 return False
             await self.clock.sleep(wait)
 
-    def _wait_for_limit(self, message: Pending, slot: datetime) -> None:
-        reason = (
+    def _limit_reason(self, slot: datetime) -> str:
+        return (
             f"waiting for channel {self.channel.name}'s limit "
             f"({self.channel.limits.describe()}); next try at {_when(slot)}"
         )
-        self._stop(slot, reason)
-        self._give_back([message])
-        raise ChannelStopped
 
     def _give_back(self, messages: list[Pending]) -> None:
         if messages:
@@ -347,14 +349,13 @@ class ChannelRunner:
 
     # Sessions and channel-wide reactions ---------------------------------------
 
-    async def _session(
-        self, session: SmtpSession | None, message: Pending
-    ) -> SmtpSession | None:
-        if session is not None and session.is_open:
-            return session
-        session = SmtpSession(self._endpoint())
+    async def _session(self, link: _Link, message: Pending) -> None:
+        """Make sure the link has an open session; stop the runner if none can."""
+        if link.session is not None and link.session.is_open:
+            return
+        await link.close()
         try:
-            await session.open()
+            link.session = await self._open_session()
         except AuthRefused as exc:
             self._disconnect(f"{describe(ReplyClass.auth)}: {exc.reply}")
             self._give_back([message])
@@ -362,21 +363,19 @@ class ChannelRunner:
         except (ChannelConnectError, ChannelAuthError) as exc:
             self._pause_after_connect_error(message, str(exc))
             raise ChannelStopped from None
+
+    async def _open_session(self) -> SmtpSession:
+        session = SmtpSession(self._endpoint())
+        try:
+            await session.open()
+        except BaseException:
+            await session.close()
+            raise
         return session
 
     def _endpoint(self) -> Endpoint:
-        channel = self.channel
         tokens = self.engine.token_sources
-        return Endpoint(
-            host=channel.host,
-            port=channel.port,
-            security=channel.security,
-            username=channel.username,
-            secret=channel.secret,
-            ca_bundle=channel.ca_bundle,
-            verify_tls=channel.verify_tls,
-            token_source=tokens(channel) if tokens else None,
-        )
+        return endpoint_for(self.channel, tokens(self.channel) if tokens else None)
 
     def _react(self, result: RoundResult) -> tuple[datetime | None, str]:
         """Apply a channel-wide signal; returns until when and why mail waits."""
@@ -436,6 +435,20 @@ class ChannelRunner:
         log.warning("channel=%s paused: %s", self.channel.name, reason)
         self._stop(until, reason)
         self._give_back([message])
+
+
+def endpoint_for(channel: Channel, token_source: TokenSource | None) -> Endpoint:
+    """How to reach and log in to a channel's server."""
+    return Endpoint(
+        host=channel.host,
+        port=channel.port,
+        security=channel.security,
+        username=channel.username,
+        secret=channel.secret,
+        ca_bundle=channel.ca_bundle,
+        verify_tls=channel.verify_tls,
+        token_source=token_source,
+    )
 
 
 def _when(moment: datetime | None) -> str:

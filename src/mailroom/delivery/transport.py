@@ -120,6 +120,7 @@ class SmtpSession:
     async def open(self) -> None:
         """Connect, secure the connection and authenticate."""
         await self._connect()
+        await self._ehlo()
         await self._maybe_starttls()
         await self._maybe_authenticate()
 
@@ -145,12 +146,13 @@ class SmtpSession:
             raise SessionError(f"the server did not accept RSET: {exc}") from exc
 
     async def close(self) -> None:
-        if not self._client.is_connected:
-            return
-        try:
-            await self._client.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            self._client.close()
+        """QUIT politely when the server is still there; close the socket anyway."""
+        if self._client.is_connected:
+            try:
+                await self._client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+        self._client.close()
 
     async def _connect(self) -> None:
         try:
@@ -168,6 +170,16 @@ class SmtpSession:
                 Reply.parse(exc.code, exc.message),
             ) from exc
 
+    async def _ehlo(self) -> None:
+        # RFC 3207 4.2: after STARTTLS the client must forget what it knew and
+        # ask again, so this runs once in the clear and once under TLS.
+        try:
+            await self._client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await self._client.helo()
+        except aiosmtplib.SMTPException as exc:
+            raise SessionError(f"the server did not answer EHLO: {exc}") from exc
+
     async def _maybe_starttls(self) -> None:
         if self.endpoint.security is not Security.starttls:
             return
@@ -180,6 +192,7 @@ class SmtpSession:
             await self._client.starttls()
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
             raise ChannelConnectError(f"STARTTLS failed: {_cause(exc)}") from exc
+        await self._ehlo()
 
     async def _maybe_authenticate(self) -> None:
         if self.endpoint.token_source is not None:
@@ -210,10 +223,21 @@ class SmtpSession:
 
     async def _authenticate_oauth(self, token_source: TokenSource) -> None:
         token = await token_source()
+        refused = await self._xoauth2(token)
+        # A token can be revoked before it expires: a source that can renew
+        # gets one more try with a new token (mailroom.oauth.tokens).
+        renew = getattr(token_source, "renew", None)
+        if refused is not None and renew is not None:
+            refused = await self._xoauth2(await renew(token))
+        if refused is not None:
+            raise AuthRefused(refused)
+
+    async def _xoauth2(self, token: str) -> Reply | None:
         try:
             await self._client.auth_xoauth2(self.endpoint.username, token)
         except aiosmtplib.SMTPAuthenticationError as exc:
-            raise AuthRefused(Reply.parse(exc.code, exc.message)) from None
+            return Reply.parse(exc.code, exc.message)
+        return None
 
     async def _mail(self, sender: str, data: bytes) -> Reply:
         options = self._mail_options(sender, data)

@@ -1,0 +1,138 @@
+"""`mailroom campaign send|status`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailroom.campaigns.launch import (
+    CampaignPlan,
+    CampaignRequest,
+    estimate_finish,
+    launch,
+    plan_campaign,
+)
+from mailroom.campaigns.template import MessageTemplate
+from mailroom.cli.context import (
+    console,
+    fail,
+    friendly_errors,
+    opened,
+    pick_team,
+    print_json,
+)
+from mailroom.cli.send_cmds import deliver
+from mailroom.cli.views import campaign_view
+from mailroom.errors import InputError
+from mailroom.i18n import _
+
+app = typer.Typer(help=_("Campaigns: one template, a list of contacts."))
+
+File = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
+
+
+@app.command("send")
+def send(
+    contacts: Annotated[Path, typer.Option(exists=True, dir_okay=False,
+                                           help="CSV with an email column.")],
+    sender: Annotated[str, typer.Option("--from", help="Name <address>.")],
+    subject: Annotated[str, typer.Option(help="Subject template.")],
+    text_file: File = None,
+    html_file: File = None,
+    text: Annotated[str | None, typer.Option(help="Text template.")] = None,
+    name: Annotated[str | None, typer.Option(help="Campaign name.")] = None,
+    channel: Annotated[str | None, typer.Option()] = None,
+    team: Annotated[str | None, typer.Option()] = None,
+    dry_run: Annotated[bool, typer.Option(help="Preview, send nothing.")] = False,
+    previews: Annotated[int, typer.Option(help="Previews in a dry run.")] = 3,
+    wait: Annotated[bool, typer.Option(help="Deliver now and wait.")] = False,
+) -> None:
+    """Queue a personalized message to every good row of a contact list."""
+    with opened() as mr, friendly_errors():
+        body_text = text_file.read_text("utf-8") if text_file else text
+        body_html = html_file.read_text("utf-8") if html_file else None
+        if body_text is None and body_html is None:
+            raise InputError("body", _("is empty"), _("pass --text-file or --html-file"))
+        template = MessageTemplate(subject, body_text, body_html)
+        request = CampaignRequest(name or contacts.stem, sender, contacts, template,
+                                  channel)
+        plan = plan_campaign(mr, pick_team(mr, team), request)
+        _report_plan(plan)
+        if dry_run:
+            _show_previews(plan, previews)
+            return
+        launched = launch(mr, plan)
+        console.print(_("campaign {id} queued: {n} message(s) via channel {channel}")
+                      .format(id=launched.campaign_id, n=len(launched.message_ids),
+                              channel=plan.channel.name))
+        console.print(_("estimated finish: {at:%Y-%m-%d %H:%M:%S} UTC ({limits})")
+                      .format(at=launched.finish_at,
+                              limits=plan.channel.limits.describe()))
+        if wait:
+            progress = deliver(mr, launched.message_ids)
+            _summary(mr, launched.campaign_id, progress.elapsed)
+
+
+def _report_plan(plan: CampaignPlan) -> None:
+    console.print(_("{rows} row(s): {ready} ready, {bad} with problems, "
+                    "{dup} duplicate(s), {sup} suppressed").format(
+        rows=plan.total_rows, ready=len(plan.renders), bad=len(plan.problems),
+        dup=plan.duplicates, sup=plan.suppressed))
+    for problem in plan.problems:
+        console.print(_("  line {line}: {field}: {problem}").format(
+            line=problem.line, field=problem.field, problem=problem.problem),
+            markup=False)
+
+
+def _show_previews(plan: CampaignPlan, count: int) -> None:
+    for preview in plan.renders[:count]:
+        console.rule(f"line {preview.line}: {preview.to}")
+        console.print(f"Subject: {preview.rendered.subject}", markup=False)
+        console.print(preview.rendered.text or preview.rendered.html or "",
+                      markup=False)
+    console.print(_("dry run: nothing was queued or sent"))
+
+
+def _summary(mr, campaign_id: int, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+    view = campaign_view(mr, campaign_id) or {}
+    states = view.get("states", {})
+    sent = states.get("sent", 0)
+    console.print(_("sent {sent}, deferred {deferred}, held {held}, failed {failed}, "
+                    "bounced recipients {bounced}, suppressed {sup}; "
+                    "{elapsed:.1f}s, {rate:.1f} msg/s").format(
+        sent=sent, deferred=states.get("deferred", 0) + states.get("queued", 0),
+        held=states.get("held", 0), failed=states.get("failed", 0),
+        bounced=view.get("bounced_recipients", 0), sup=view.get("suppressed", 0),
+        elapsed=elapsed, rate=sent / elapsed if elapsed else 0.0))
+
+
+@app.command("status")
+def status(
+    campaign_id: int,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Counts by state, why mail waits and when the campaign should finish."""
+    with opened() as mr, friendly_errors():
+        view = campaign_view(mr, campaign_id)
+        if view is None:
+            fail(_("no campaign {id}").format(id=campaign_id), 2)
+        channel = mr.channels.get(_channel_id(mr, campaign_id))
+        view["channel"] = channel.name
+        view["estimated_finish"] = estimate_finish(mr, channel)
+    if json:
+        print_json(view)
+        return
+    for key, value in view.items():
+        console.print(f"{key}: {value}", markup=False)
+
+
+def _channel_id(mr, campaign_id: int) -> int:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from mailroom.store import schema as t
+
+    with mr.db.connect() as conn:
+        return int(conn.scalar(select(t.campaigns.c.channel_id).where(
+            t.campaigns.c.id == campaign_id)))

@@ -1,0 +1,231 @@
+"""`mailroom channel ...`: add, list, show, test, update, remove, connect."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mailroom.channels.model import Channel, Scope, Security
+from mailroom.channels.presets import PRESETS, get_preset
+from mailroom.channels.registry import ChannelSpec
+from mailroom.cli.context import (
+    EXIT_FAILURE,
+    console,
+    errors,
+    friendly_errors,
+    opened,
+    pick_team,
+    print_json,
+    read_secret,
+)
+from mailroom.cli.views import channel_view
+from mailroom.core import Mailroom
+from mailroom.errors import InputError
+from mailroom.i18n import _
+from mailroom.secrets import Secret
+
+app = typer.Typer(help=_("Delivery channels: your own SMTP servers and services."))
+
+TeamOpt = Annotated[str | None, typer.Option("--team", help="Team name.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+StdinOpt = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from standard input."),
+]
+
+
+def _find(mr: Mailroom, team: str | None, name: str) -> Channel:
+    if team is None and mr.teams.only() is None:
+        return mr.channels.find(None, name)
+    return mr.channels.find(pick_team(mr, team).id, name)
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="A short name for the channel.")],
+    kind: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")],
+    team: TeamOpt = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    security: Annotated[Security | None, typer.Option()] = None,
+    scope: Annotated[Scope | None, typer.Option()] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    owner: Annotated[str | None, typer.Option(help="Mailbox owner.")] = None,
+    domain: Annotated[list[str] | None, typer.Option(help="Sending domain.")] = None,
+    alias: Annotated[list[str] | None, typer.Option(help="Owner alias.")] = None,
+    per_minute: Annotated[int | None, typer.Option()] = None,
+    per_day: Annotated[int | None, typer.Option(help="Recipients/24h.")] = None,
+    min_interval: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+    max_recipients: Annotated[int | None, typer.Option()] = None,
+    connections: Annotated[int, typer.Option(help="Parallel sessions.")] = 1,
+    ca_bundle: Annotated[str | None, typer.Option(help="PEM file of CAs.")] = None,
+    insecure_skip_verify: Annotated[
+        bool, typer.Option(help="Accept any certificate (self-signed servers).")
+    ] = False,
+    platform_default: Annotated[
+        bool, typer.Option(help="The platform's default relay (operators).")
+    ] = False,
+    password_stdin: StdinOpt = False,
+) -> None:
+    """Add a delivery channel; the password comes from stdin or a prompt."""
+    with opened() as mr, friendly_errors():
+        preset = get_preset(kind)
+        team_id = None if platform_default else pick_team(mr, team).id
+        user = username if username is not None else preset.username
+        secret = None
+        if user or password_stdin:
+            secret = Secret(read_secret(password_stdin, _("Password")))
+        limits = _limits(per_minute, per_day, min_interval, max_recipients)
+        spec = ChannelSpec(
+            name=name, kind=kind, team_id=team_id, host=host, port=port,
+            security=security, scope=Scope.platform if platform_default else scope,
+            username=username, secret=secret, owner=owner, domains=domain or [],
+            aliases=alias or [], limits=limits, ca_bundle=ca_bundle,
+            verify_tls=not insecure_skip_verify, connections=connections,
+        )
+        channel = mr.channels.add(spec)
+    _warn(channel, preset.note)
+    console.print(_("added channel {name} ({kind}, {host}:{port})").format(
+        name=channel.name, kind=channel.kind, host=channel.host, port=channel.port
+    ))
+
+
+def _limits(*values: Any) -> dict[str, Any]:
+    names = ("per_minute", "per_day", "min_interval", "max_recipients")
+    return {n: v for n, v in zip(names, values, strict=True) if v is not None}
+
+
+def _warn(channel: Channel, note: str) -> None:
+    if not channel.verify_tls:
+        errors.print(_("warning: certificate checks are off for {name}; anyone on "
+                       "the path can read its mail and password").format(
+                           name=channel.name))
+    if note:
+        errors.print(_("note: {note}").format(note=_(note)))
+
+
+@app.command("list")
+def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
+    """List channels with their connection status."""
+    with opened() as mr, friendly_errors():
+        team_id = pick_team(mr, team).id if (team or mr.teams.only()) else None
+        channels = mr.channels.list(team_id, everything=team_id is None)
+    if json:
+        print_json([channel_view(c) for c in channels])
+        return
+    table = Table("name", "kind", "scope", "server", "limits", "status")
+    for c in channels:
+        status = str(c.status) + (f": {c.status_reason}" if c.status_reason else "")
+        table.add_row(c.name, c.kind, str(c.scope), f"{c.host}:{c.port} "
+                      f"({c.security})", c.limits.describe(), status)
+    console.print(table)
+    for c in channels:
+        if c.status == "disconnected":
+            errors.print(_("notice: channel {name} is disconnected and holds its "
+                           "mail: {reason}").format(name=c.name, reason=c.status_reason))
+
+
+@app.command("show")
+def show(name: str, team: TeamOpt = None, json: JsonOpt = False) -> None:
+    """Show one channel's settings and status (never its secret)."""
+    with opened() as mr, friendly_errors():
+        view = channel_view(_find(mr, team, name))
+    if json:
+        print_json(view)
+        return
+    for key, value in view.items():
+        console.print(f"{key}: {value}")
+
+
+@app.command("update")
+def update(
+    name: str,
+    team: TeamOpt = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    security: Annotated[Security | None, typer.Option()] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    per_minute: Annotated[int | None, typer.Option()] = None,
+    per_day: Annotated[int | None, typer.Option()] = None,
+    min_interval: Annotated[float | None, typer.Option()] = None,
+    max_recipients: Annotated[int | None, typer.Option()] = None,
+    connections: Annotated[int | None, typer.Option()] = None,
+    ca_bundle: Annotated[str | None, typer.Option()] = None,
+    password_stdin: StdinOpt = False,
+    new_password: Annotated[
+        bool, typer.Option("--password", help="Prompt for a new password.")
+    ] = False,
+) -> None:
+    """Change settings; new credentials reconnect a disconnected channel."""
+    with opened() as mr, friendly_errors():
+        channel = _find(mr, team, name)
+        changes = _changes(channel, host=host, port=port, security=security,
+                           username=username, ca_bundle=ca_bundle,
+                           connections=connections)
+        limits = _limits(per_minute, per_day, min_interval, max_recipients)
+        if limits:
+            changes["limits"] = type(channel.limits)(
+                **{**channel_view(channel)["limits"], **limits}
+            )
+        if password_stdin or new_password:
+            changes["secret"] = Secret(read_secret(password_stdin, _("Password")))
+        was = channel.status
+        channel = mr.channels.update(channel, **changes)
+        resumed = 0
+        if was == "disconnected" and channel.status == "connected":
+            resumed = mr.outbox.resume_channel(channel.id)
+            mr.outbox.add_event("channel-reconnected", "credentials updated",
+                                channel_id=channel.id)
+    console.print(_("updated channel {name}").format(name=name))
+    if resumed:
+        console.print(_("{n} held message(s) queued again").format(n=resumed))
+
+
+def _changes(channel: Channel, **values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@app.command("remove")
+def remove(name: str, team: TeamOpt = None) -> None:
+    """Remove a channel that has never carried mail."""
+    with opened() as mr, friendly_errors():
+        mr.channels.remove(_find(mr, team, name))
+    console.print(_("removed channel {name}").format(name=name))
+
+
+@app.command("test")
+def test(
+    name: str,
+    team: TeamOpt = None,
+    sender: Annotated[str | None, typer.Option(help="From address to try.")] = None,
+    recipient: Annotated[str | None, typer.Option(help="RCPT address.")] = None,
+) -> None:
+    """Connect, secure, log in and check the sender; sends nothing."""
+    from mailroom.delivery.engine import endpoint_for
+    from mailroom.delivery.probe import probe, render_transcript
+
+    with opened() as mr, friendly_errors():
+        channel = _find(mr, team, name)
+        source = mr.token_sources(channel) if mr.token_sources else None
+        endpoint = endpoint_for(channel, source)
+        address = sender or channel.owner or _any_sender(channel)
+        report = asyncio.run(probe(endpoint, address, recipient))
+    for line in render_transcript(report):
+        console.print(line, markup=False)
+    _, note = channel.kind, get_preset(channel.kind).note
+    if note:
+        errors.print(_("note: {note}").format(note=_(note)))
+    if not report.ok:
+        console.print(_("FAILED: {diagnosis}").format(diagnosis=report.diagnosis))
+        raise typer.Exit(EXIT_FAILURE)
+    console.print(_("OK: {name} accepts mail from {sender}").format(
+        name=channel.name, sender=address))
+
+
+def _any_sender(channel: Channel) -> str:
+    if not channel.domains:
+        raise InputError("sender", _("cannot guess a sender"), _("pass --sender"))
+    return f"postmaster@{channel.domains[0]}"

@@ -1,0 +1,100 @@
+"""What every command shares: settings, the opened core, the console, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from mailroom.config import Settings
+from mailroom.core import Mailroom, NotInitialisedError
+from mailroom.errors import InputError, MailroomError, NotFoundError, RoutingError
+from mailroom.i18n import _
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+# Exit statuses: 0 success, 1 a failure to do the job, 2 bad input.
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+@dataclass(slots=True)
+class State:
+    home: Path | None = None
+    database_url: str | None = None
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.home, self.database_url)
+
+
+STATE = State()
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    errors.print(f"[red]error:[/red] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn mailroom's errors into a message and an exit status, no traceback."""
+    try:
+        yield
+    except InputError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except (NotFoundError, RoutingError, NotInitialisedError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except MailroomError as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def opened() -> Iterator[Mailroom]:
+    with friendly_errors():
+        mr = Mailroom(STATE.settings())
+        try:
+            yield mr
+        finally:
+            mr.close()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    sys.stdout.write("\n")
+
+
+def read_secret(from_stdin: bool, prompt: str) -> str:
+    """A password from standard input or a hidden prompt, never from a flag."""
+    if from_stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        value = typer.prompt(prompt, hide_input=True)
+    else:
+        raise InputError(
+            "password",
+            _("no terminal to prompt on"),
+            _("pipe it in and pass --password-stdin"),
+        )
+    if not value:
+        raise InputError("password", _("is empty"), _("give the channel's password"))
+    return value
+
+
+def pick_team(mr: Mailroom, name: str | None):  # type: ignore[no-untyped-def]
+    if name:
+        return mr.teams.get(name)
+    only = mr.teams.only()
+    if only is None:
+        raise InputError("team", _("several teams or none exist"), _("pass --team"))
+    return only
+
+
+Command = Callable[..., Any]

@@ -1,0 +1,138 @@
+"""`mailroom send`, `message show`, `queue` and `worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailroom.cli.context import (
+    console,
+    fail,
+    friendly_errors,
+    opened,
+    pick_team,
+    print_json,
+)
+from mailroom.cli.progress import DeliveryProgress
+from mailroom.cli.views import find_message, message_view, state_counts, waiting_view
+from mailroom.core import Mailroom
+from mailroom.i18n import _
+from mailroom.sending import OneOff, submit
+
+message_app = typer.Typer(help=_("Look at one message."))
+
+TextFile = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
+
+
+def deliver(mr: Mailroom, ids: list[int]) -> DeliveryProgress:
+    """Deliver in this process until the given messages settle or are held."""
+    progress = DeliveryProgress(len(ids), set(ids))
+    with progress:
+        engine = mr.delivery(on_outcome=progress)
+        asyncio.run(engine.run(watch=ids))
+    return progress
+
+
+def send(
+    sender: Annotated[str, typer.Option("--from", help="Name <address>.")],
+    to: Annotated[list[str], typer.Option(help="Recipient (repeatable).")],
+    subject: Annotated[str, typer.Option()],
+    text: Annotated[str | None, typer.Option(help="Plain text body.")] = None,
+    html: Annotated[str | None, typer.Option(help="HTML body.")] = None,
+    text_file: TextFile = None,
+    html_file: TextFile = None,
+    cc: Annotated[list[str] | None, typer.Option()] = None,
+    bcc: Annotated[list[str] | None, typer.Option()] = None,
+    reply_to: Annotated[str | None, typer.Option()] = None,
+    channel: Annotated[str | None, typer.Option(help="Channel by name.")] = None,
+    team: Annotated[str | None, typer.Option()] = None,
+    member: Annotated[str | None, typer.Option(help="Sending member.")] = None,
+    wait: Annotated[bool, typer.Option(help="Deliver now and wait.")] = False,
+) -> None:
+    """Send one message through the right channel."""
+    with opened() as mr, friendly_errors():
+        request = OneOff(
+            sender=sender, to=to, subject=subject,
+            text=text_file.read_text("utf-8") if text_file else text,
+            html=html_file.read_text("utf-8") if html_file else html,
+            cc=cc or [], bcc=bcc or [], reply_to=reply_to, channel=channel,
+            member=member,
+        )
+        accepted = submit(mr, pick_team(mr, team), request)
+        console.print(_("accepted {mid} (id {id}) via channel {channel}: {state}")
+                      .format(mid=accepted.message_id, id=accepted.id,
+                              channel=accepted.channel, state=accepted.state))
+        for address in accepted.suppressed:
+            console.print(_("skipped suppressed recipient {a}").format(a=address))
+        if accepted.reason:
+            console.print(accepted.reason)
+        if wait:
+            deliver(mr, [accepted.id])
+            view = message_view(mr, accepted.id) or {}
+            console.print(_("{state}: {reason}").format(
+                state=view.get("state"), reason=view.get("reason")))
+
+
+@message_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="Id or Message-ID.")],
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A message's state, recipients and every attempt."""
+    with opened() as mr, friendly_errors():
+        found = find_message(mr, ref)
+        view = message_view(mr, found) if found is not None else None
+    if view is None:
+        fail(_("no message {ref}").format(ref=ref), 2)
+    if json:
+        print_json(view)
+        return
+    for key in ("id", "message_id", "channel", "sender", "subject", "state",
+                "reason", "attempts", "next_attempt_at", "sent_at"):
+        console.print(f"{key}: {view[key]}", markup=False)
+    for r in view["recipients"]:
+        console.print(f"  {r['kind']} {r['address']}: {r['state']} {r['reply']}",
+                      markup=False)
+    for a in view["history"]:
+        console.print(f"  {a['at']} {a['stage']} {a['recipient'] or ''} "
+                      f"{a['code'] or ''} {a['enhanced']} {a['text']}", markup=False)
+
+
+def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What is waiting, why, and when it is tried next."""
+    with opened() as mr, friendly_errors():
+        counts = state_counts(mr)
+        waiting = waiting_view(mr)
+    if json:
+        print_json({"counts": counts, "waiting": waiting})
+        return
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+                  or _("the outbox is empty"))
+    for row in waiting:
+        console.print(f"{row['id']} {row['channel']} {row['state']} "
+                      f"next {row['next_attempt_at']:%Y-%m-%d %H:%M:%S} "
+                      f"{row['reason']}", markup=False)
+
+
+def worker(
+    until_idle: Annotated[bool, typer.Option(help="Stop when nothing is due.")] = False,
+) -> None:
+    """Deliver queued mail until stopped (Ctrl-C or SIGTERM)."""
+    with opened() as mr, friendly_errors():
+        asyncio.run(_work(mr, until_idle))
+        counts = state_counts(mr)
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+async def _work(mr: Mailroom, until_idle: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    with DeliveryProgress(mr.outbox.count_unsettled()) as progress:
+        engine = mr.delivery(on_outcome=progress)
+        await engine.run(until_idle=until_idle, stop=stop)
