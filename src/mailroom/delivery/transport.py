@@ -253,7 +253,7 @@ class SmtpSession:
 
     def _mail_options(self, sender: str, data: bytes) -> list[str]:
         options = []
-        if self.smtputf8 and not sender.isascii():
+        if self.smtputf8 and _needs_smtputf8(sender, data):
             options.append("SMTPUTF8")
         if self.eight_bit and not data.isascii():
             options.append("BODY=8BITMIME")
@@ -291,6 +291,13 @@ def _disconnect_or_reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
     if reply.code == ReplyCode.service_unavailable:
         raise SessionError("the server is closing the connection", reply)
     return reply
+
+
+def _needs_smtputf8(sender: str, data: bytes) -> bool:
+    # RFC 6531 3.4: a UTF-8 address or UTF-8 header fields (RFC 6532) need the
+    # SMTPUTF8 parameter; a UTF-8 body alone needs only 8BITMIME.
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return not (sender.isascii() and head.isascii())
 
 
 def _cause(exc: BaseException) -> str:

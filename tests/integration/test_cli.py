@@ -1,0 +1,209 @@
+"""The command line, as a person uses it, against the sandbox server."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mailroom.cli.app import app
+from mailroom.sandbox import SandboxServer
+from tests.support.plugin import SANDBOX_PASSWORD
+
+PASSWORD = SANDBOX_PASSWORD.reveal()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MAILROOM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MAILROOM_DATABASE_URL", raising=False)
+    monkeypatch.delenv("MAILROOM_SECRET_KEY", raising=False)
+    monkeypatch.setenv("MAILROOM_LANG", "en")
+    runner = CliRunner()
+
+    def invoke(*args: str, stdin: str | None = None):
+        return runner.invoke(app, list(args), input=stdin)
+
+    assert invoke("init").exit_code == 0
+    result = invoke(
+        "team", "add", "acme", "--domain", "example.com",
+        "--member", "alice@example.com",
+    )
+    assert result.exit_code == 0, result.output
+    return invoke
+
+
+@pytest.fixture
+def channel(cli, sandbox_server: SandboxServer):
+    result = cli(
+        "channel", "add", "sandbox", "--kind", "sandbox", "--host", "127.0.0.1",
+        "--port", str(sandbox_server.port), "--username", "sandbox",
+        "--domain", "example.com", "--ca-bundle", str(sandbox_server.ca_path),
+        "--password-stdin", stdin=PASSWORD + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    return "sandbox"
+
+
+def test_init_writes_a_private_key(cli, tmp_path: Path) -> None:
+    key = tmp_path / "home" / "secret.key"
+
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+
+
+def test_channel_json_shows_settings_and_never_the_secret(
+    cli, channel, tmp_path: Path
+) -> None:
+    listed = cli("channel", "list", "--json")
+    shown = cli("channel", "show", "sandbox", "--json")
+
+    data = json.loads(listed.stdout)[0]
+    assert data["kind"] == "sandbox"
+    assert data["security"] == "starttls"
+    assert data["status"] == "connected"
+    assert data["domains"] == ["example.com"]
+    assert data["has_secret"] is True
+    for output in (listed.output, shown.output):
+        assert PASSWORD not in output
+    assert PASSWORD.encode() not in (tmp_path / "home" / "mailroom.db").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--kind", "nope", "--host", "h", "--domain", "example.com"], "kind"),
+        (["--kind", "smtp", "--host", "h", "--port", "70000",
+          "--domain", "example.com"], "port"),
+        (["--kind", "smtp", "--host", "h"], "domains"),
+        (["--kind", "office365"], "owner"),
+        (["--kind", "smtp", "--host", "h", "--domain", "example.com",
+          "--per-minute", "0"], "per_minute"),
+    ],
+)
+def test_bad_channel_input_names_the_field(cli, args: list[str], field: str) -> None:
+    result = cli("channel", "add", "x", *args, "--password-stdin", stdin="pw\n")
+
+    assert result.exit_code == 2
+    assert field in result.output
+    assert "Traceback" not in result.output
+
+
+def test_password_is_never_taken_from_a_flag(cli) -> None:
+    result = cli("channel", "add", "x", "--kind", "smtp", "--password", "secret")
+
+    assert result.exit_code == 2
+
+
+def test_send_wait_delivers_and_message_show_has_the_history(
+    cli, channel, sandbox_server: SandboxServer
+) -> None:
+    result = cli(
+        "send", "--from", "Alice 山田 <alice@example.com>", "--to", "bob@example.net",
+        "--subject", "見積もりのご案内", "--text", "こんにちは", "--wait",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "sent" in result.output
+    [delivered] = sandbox_server.delivered()
+    assert list(delivered.envelope_rcpts) == ["bob@example.net"]
+    shown = json.loads(cli("message", "show", "1", "--json").stdout)
+    assert shown["state"] == "sent"
+    assert [r["state"] for r in shown["recipients"]] == ["sent"]
+    assert {h["stage"] for h in shown["history"]} == {"mail", "data"}
+
+
+def test_send_from_an_address_no_channel_covers_is_refused(cli, channel) -> None:
+    cli("team", "add-member", "acme", "mallory@example.org")
+    result = cli(
+        "send", "--from", "mallory@example.org", "--to", "bob@example.net",
+        "--subject", "x", "--text", "y",
+    )
+
+    assert result.exit_code == 2
+    assert "no channel may send as mallory@example.org" in result.output
+
+
+def test_header_injection_is_refused(cli, channel) -> None:
+    result = cli(
+        "send", "--from", "alice@example.com", "--to", "bob@example.net",
+        "--subject", "hi\r\nBcc: victim@example.net", "--text", "y",
+    )
+
+    assert result.exit_code == 2
+    assert "subject" in result.output
+    assert json.loads(cli("queue", "--json").stdout)["counts"] == {}
+
+
+def write_contacts(path: Path, rows: int, extra: str = "") -> Path:
+    lines = ["email,first_name"] + [f"c{i}@example.net,Name{i}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    return path
+
+
+def test_campaign_dry_run_previews_and_queues_nothing(
+    cli, channel, tmp_path: Path
+) -> None:
+    contacts = write_contacts(
+        tmp_path / "c.csv", 3, "bad-address,X\nc0@example.net,Dup\nc9@example.net,\n"
+    )
+
+    result = cli(
+        "campaign", "send", "--contacts", str(contacts), "--from",
+        "alice@example.com", "--subject", "Hi {{ first_name }}", "--text",
+        "Dear {{ first_name }}", "--dry-run",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "3 ready, 2 with problems, 1 duplicate(s)" in result.output
+    assert "line 5: email" in result.output
+    assert "line 7: first_name" in result.output
+    assert "Subject: Hi Name0" in result.output
+    assert json.loads(cli("queue", "--json").stdout)["counts"] == {}
+
+
+def test_campaign_send_wait_delivers_each_contact_once(
+    cli, channel, tmp_path: Path, sandbox_server: SandboxServer
+) -> None:
+    contacts = write_contacts(tmp_path / "c.csv", 20)
+
+    result = cli(
+        "campaign", "send", "--contacts", str(contacts), "--from",
+        "alice@example.com", "--subject", "Hi {{ first_name }}", "--text",
+        "Dear {{ first_name }}", "--wait",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "sent 20" in result.output
+    rcpts = sorted(r for m in sandbox_server.delivered() for r in m.envelope_rcpts)
+    assert rcpts == sorted(f"c{i}@example.net" for i in range(20))
+    status = json.loads(cli("campaign", "status", "1", "--json").stdout)
+    assert status["states"] == {"sent": 20}
+
+
+def test_campaign_larger_than_the_daily_quota_says_when_it_finishes(
+    cli, tmp_path: Path
+) -> None:
+    cli(
+        "channel", "add", "small", "--kind", "smtp", "--host", "127.0.0.1",
+        "--port", "9", "--domain", "example.com", "--per-day", "10",
+    )
+    contacts = write_contacts(tmp_path / "c.csv", 25)
+
+    result = cli(
+        "campaign", "send", "--contacts", str(contacts), "--from",
+        "alice@example.com", "--subject", "Hi", "--text", "Dear {{ first_name }}",
+    )
+
+    assert result.exit_code == 0, result.output
+    status = json.loads(cli("campaign", "status", "1", "--json").stdout)
+    queued_at = status["states"]["queued"]
+    assert queued_at == 25
+    # 25 recipients at 10 a day: the last goes out on the third day.
+    finish = datetime.fromisoformat(status["estimated_finish"])
+    assert finish - datetime.now(UTC) > timedelta(days=1, hours=23)
+    assert f"estimated finish: {finish:%Y-%m-%d %H:%M}" in result.output
