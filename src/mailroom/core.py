@@ -34,8 +34,14 @@ class Mailroom:
         self.teams = Teams(self.db, self.clock)
         self.channels = ChannelRegistry(self.db, self.cipher, self.clock)
         self.outbox = Outbox(self.db, self.clock)
-        # Filled in by the OAuth layer when it is configured.
         self.token_sources: TokenSources | None = None
+        self._install_oauth()
+
+    def _install_oauth(self) -> None:
+        # Access tokens for OAuth channels; nothing is contacted until a send.
+        from mailroom.oauth import install
+
+        install(self)
 
     @classmethod
     def init(cls, settings: Settings, clock: Clock | None = None) -> Mailroom:

@@ -229,3 +229,19 @@ def _any_sender(channel: Channel) -> str:
     if not channel.domains:
         raise InputError("sender", _("cannot guess a sender"), _("pass --sender"))
     return f"postmaster@{channel.domains[0]}"
+
+
+@app.command("connect")
+def connect(
+    provider: Annotated[str, typer.Argument(help="gmail or microsoft.")],
+    owner: Annotated[str, typer.Option(help="The mailbox to connect.")],
+    team: TeamOpt = None,
+    name: Annotated[str | None, typer.Option(help="Channel name.")] = None,
+    no_browser: Annotated[bool, typer.Option("--no-browser")] = False,
+) -> None:
+    """Connect a Gmail or Microsoft 365 mailbox with OAuth (no password)."""
+    from mailroom.cli.oauth_commands import connect_command
+
+    with opened() as mr, friendly_errors():
+        code = connect_command(mr, provider, owner, team, name, not no_browser, console)
+    raise typer.Exit(code)

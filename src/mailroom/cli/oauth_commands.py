@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import webbrowser
+from collections.abc import Callable
 
 from rich.console import Console
 
 from mailroom.core import Mailroom
 from mailroom.errors import InputError, MailroomError, NotFoundError
-from mailroom.oauth.connect import Connected, ConnectRequest, Connector
+from mailroom.oauth.connect import Connected, Connector, ConnectRequest
 from mailroom.oauth.providers import load_providers
 from mailroom.teams import Team
 
@@ -62,7 +63,7 @@ def _team(mr: Mailroom, name: str | None) -> Team:
     return only
 
 
-def _shower(console: Console, owner: str, open_browser: bool):  # type: ignore[no-untyped-def]
+def _shower(console: Console, owner: str, open_browser: bool) -> Callable[[str], None]:
     def show(url: str) -> None:
         _say(console, f"Open this address and sign in as {owner}:")
         _say(console, url)

@@ -23,6 +23,7 @@ from mailroom.delivery.outcome import ChannelSignal, RoundResult, finish
 from mailroom.delivery.policy import RetryPolicy
 from mailroom.delivery.render import render_message
 from mailroom.delivery.replies import Reply, ReplyClass, describe
+from mailroom.delivery.writer import OutcomeWriter
 from mailroom.delivery.transport import (
     AuthRefused,
     Endpoint,
@@ -68,6 +69,7 @@ class Engine:
         self.token_sources = token_sources
         self.on_outcome = on_outcome
         self._limiters: dict[int, RateLimiter] = {}
+        self.writer = OutcomeWriter(outbox)
 
     async def run(
         self,
@@ -225,7 +227,7 @@ class ChannelRunner:
             await self._transact(link, message, group, result)
             if result.signal is not ChannelSignal.none or link.session is None:
                 break
-        self._settle(message, result)
+        await self._settle(message, result)
 
     async def _transact(
         self,
@@ -270,7 +272,7 @@ class ChannelRunner:
             result.signal = ChannelSignal.throttled
             result.signal_reply = exc.reply
 
-    def _settle(self, message: Pending, result: RoundResult) -> None:
+    async def _settle(self, message: Pending, result: RoundResult) -> None:
         wait_until, reason = self._react(result)
         if wait_until is None and self._wait_until is not None:
             # The limiter stopped the round: what was not sent waits for it.
@@ -285,7 +287,7 @@ class ChannelRunner:
             wait_until=wait_until,
             wait_reason=reason,
         )
-        self.outbox.record(message, self.channel.id, outcome)
+        await self.engine.writer.record(message, self.channel.id, outcome)
         self._log(message, outcome)
         if self.engine.on_outcome is not None:
             self.engine.on_outcome(message, outcome)
@@ -357,7 +359,12 @@ class ChannelRunner:
         try:
             link.session = await self._open_session()
         except AuthRefused as exc:
-            self._disconnect(f"{describe(ReplyClass.auth)}: {exc.reply}")
+            if exc.already_recorded:
+                # The OAuth layer has marked the channel and held its mail.
+                self._hold_reason = str(exc)
+                self._stop(None, str(exc))
+            else:
+                self._disconnect(f"{describe(ReplyClass.auth)}: {exc.reply}")
             self._give_back([message])
             raise ChannelStopped from None
         except (ChannelConnectError, ChannelAuthError) as exc:

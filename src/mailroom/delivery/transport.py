@@ -67,6 +67,10 @@ class SessionError(ChannelConnectError):
 
 
 class AuthRefused(ChannelAuthError):
+    # Set by a raiser that has already disconnected the channel and recorded
+    # why (mailroom.oauth.AccessEnded), so the engine need not do it again.
+    already_recorded = False
+
     def __init__(self, reply: Reply) -> None:
         super().__init__(f"the server refused the credentials: {reply}")
         self.reply = reply

@@ -12,12 +12,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from mailroom.clock import Clock
 from mailroom.delivery.limits import DAY, Send
 from mailroom.store import schema as t
-from mailroom.store.states import MessageState, RecipientState, sources_of
+from mailroom.store.states import MessageState, RecipientState
 
 LEASE = timedelta(minutes=5)
 
@@ -87,6 +96,72 @@ class Outcome:
     )
     attempts: list[AttemptRow] = field(default_factory=list)
     suppress: list[tuple[str, str]] = field(default_factory=list)
+
+
+# Prepared once: the hot path of delivery writes these for every message.
+_UPDATE_RECIPIENT = (
+    update(t.recipients)
+    .where(t.recipients.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        reply=bindparam("b_reply"),
+        updated_at=bindparam("b_now"),
+    )
+)
+# Only a claimed message takes an outcome; anything else was changed meanwhile.
+_UPDATE_MESSAGE = (
+    update(t.messages)
+    .where(t.messages.c.id == bindparam("b_id"))
+    .where(t.messages.c.state == MessageState.sending)
+    .values(
+        state=bindparam("b_state"),
+        reason=bindparam("b_reason"),
+        lease_until=None,
+        updated_at=bindparam("b_now"),
+        next_attempt_at=bindparam("b_next"),
+        attempts=bindparam("b_attempts"),
+        sent_at=bindparam("b_sent_at"),
+    )
+)
+
+
+def _recipient_rows(outcome: Outcome, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {"b_id": rid, "b_state": state, "b_reply": reply[:2000], "b_now": now}
+        for rid, (state, reply) in outcome.recipient_states.items()
+    ]
+
+
+def _attempt_rows(
+    message_id: int, channel_id: int, outcome: Outcome, now: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": message_id,
+            "channel_id": channel_id,
+            "at": attempt.at or now,
+            "stage": attempt.stage,
+            "recipient": attempt.recipient,
+            "code": attempt.code,
+            "enhanced": attempt.enhanced,
+            "text": attempt.text[:2000],
+            "reply_class": attempt.reply_class,
+            "rcpt_count": attempt.rcpt_count,
+        }
+        for attempt in outcome.attempts
+    ]
+
+
+def _message_row(message: Pending, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": message.id,
+        "b_state": outcome.state,
+        "b_reason": outcome.reason,
+        "b_now": now,
+        "b_next": outcome.next_attempt_at or now,
+        "b_attempts": message.attempts + (1 if outcome.charge_attempt else 0),
+        "b_sent_at": now if outcome.state is MessageState.sent else None,
+    }
 
 
 class Outbox:
@@ -230,73 +305,27 @@ class Outbox:
             )
 
     def record(self, message: Pending, channel_id: int, outcome: Outcome) -> None:
-        """Write a delivery round's outcome in one transaction."""
+        """Write one delivery round's outcome in one transaction."""
+        self.record_many([(message, channel_id, outcome)])
+
+    def record_many(self, rounds: Sequence[tuple[Pending, int, Outcome]]) -> None:
+        """Write several rounds' outcomes in one transaction (a group commit)."""
         now = self.clock.now()
+        recipients, attempts, messages = [], [], []
+        for message, channel_id, outcome in rounds:
+            recipients += _recipient_rows(outcome, now)
+            attempts += _attempt_rows(message.id, channel_id, outcome, now)
+            messages.append(_message_row(message, outcome, now))
+
         with self.engine.begin() as conn:
-            self._write_recipients(conn, outcome, now)
-            self._write_attempts(conn, message.id, channel_id, outcome, now)
-            self._write_message(conn, message, outcome, now)
-            for address, reason in outcome.suppress:
-                self._suppress(conn, message.team_id, address, reason, now)
-
-    def _write_recipients(self, conn: Connection, outcome: Outcome, now: datetime):
-        by_state: dict[tuple[str, str], list[int]] = {}
-        for rid, (state, reply) in outcome.recipient_states.items():
-            by_state.setdefault((state, reply), []).append(rid)
-        for (state, reply), ids in by_state.items():
-            conn.execute(
-                update(t.recipients)
-                .where(t.recipients.c.id.in_(ids))
-                .values(state=state, reply=reply, updated_at=now)
-            )
-
-    def _write_attempts(
-        self,
-        conn: Connection,
-        message_id: int,
-        channel_id: int,
-        outcome: Outcome,
-        now: datetime,
-    ) -> None:
-        if not outcome.attempts:
-            return
-        rows = [
-            {
-                "message_id": message_id,
-                "channel_id": channel_id,
-                "at": attempt.at or now,
-                "stage": attempt.stage,
-                "recipient": attempt.recipient,
-                "code": attempt.code,
-                "enhanced": attempt.enhanced,
-                "text": attempt.text[:2000],
-                "reply_class": attempt.reply_class,
-                "rcpt_count": attempt.rcpt_count,
-            }
-            for attempt in outcome.attempts
-        ]
-        conn.execute(insert(t.attempts), rows)
-
-    def _write_message(
-        self, conn: Connection, message: Pending, outcome: Outcome, now: datetime
-    ) -> None:
-        values: dict[str, Any] = {
-            "state": outcome.state,
-            "reason": outcome.reason,
-            "lease_until": None,
-            "updated_at": now,
-            "next_attempt_at": outcome.next_attempt_at or now,
-        }
-        if outcome.charge_attempt:
-            values["attempts"] = message.attempts + 1
-        if outcome.state is MessageState.sent:
-            values["sent_at"] = now
-        conn.execute(
-            update(t.messages)
-            .where(t.messages.c.id == message.id)
-            .where(t.messages.c.state.in_(sources_of(outcome.state)))
-            .values(**values)
-        )
+            if recipients:
+                conn.execute(_UPDATE_RECIPIENT, recipients)
+            if attempts:
+                conn.execute(insert(t.attempts), attempts)
+            conn.execute(_UPDATE_MESSAGE, messages)
+            for message, _channel_id, outcome in rounds:
+                for address, reason in outcome.suppress:
+                    self._suppress(conn, message.team_id, address, reason, now)
 
     def _suppress(
         self,

@@ -1,0 +1,46 @@
+"""Group commit of delivery outcomes.
+
+Each session waits until its message's outcome is committed before it starts
+the next transaction, so at most one accepted-but-unrecorded message per
+session can exist at any moment (the unavoidable window of RFC 5321 6.1).
+Outcomes that arrive together, from the channel's other sessions, share one
+transaction: the cost of a commit is paid once per group, not per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailroom.store.outbox import Outbox, Outcome, Pending
+
+Round = tuple[Pending, int, Outcome]
+
+
+class OutcomeWriter:
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._waiting: list[tuple[Round, asyncio.Future[None]]] = []
+        self._flush: asyncio.Task[None] | None = None
+
+    async def record(self, message: Pending, channel_id: int, outcome: Outcome):
+        """Return once the outcome is committed; raise if the commit failed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(((message, channel_id, outcome), done))
+        if self._flush is None:
+            self._flush = asyncio.ensure_future(self._flush_soon())
+        await done
+
+    async def _flush_soon(self) -> None:
+        # One turn of the loop lets every session whose reply is already in
+        # join this group.
+        await asyncio.sleep(0)
+        group, self._waiting = self._waiting, []
+        self._flush = None
+        try:
+            self.outbox.record_many([round_ for round_, _ in group])
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter
+            for _, done in group:
+                done.set_exception(exc)
+            return
+        for _, done in group:
+            done.set_result(None)
