@@ -15,7 +15,7 @@ from mailroom.config import Settings
 from mailroom.core import Mailroom
 from mailroom.teams import Team
 
-pytest_plugins = ["tests.support.plugin"]
+pytest_plugins = ["tests.support.plugin", "tests.support.postfix_plugin"]
 
 POSTGRES_URL = os.environ.get(
     "MAILROOM_TEST_POSTGRES_URL",

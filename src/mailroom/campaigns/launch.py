@@ -89,8 +89,15 @@ def plan_campaign(mr: Mailroom, team: Team, request: CampaignRequest) -> Campaig
         contacts.contacts, mr.teams.suppressed(team.id)
     )
     plan = CampaignPlan(
-        team, request, sender, channel, ready, contacts.problems,
-        contacts.total_rows, contacts.duplicates, suppressed,
+        team,
+        request,
+        sender,
+        channel,
+        ready,
+        contacts.problems,
+        contacts.total_rows,
+        contacts.duplicates,
+        suppressed,
     )
     _render_all(plan)
     return plan
@@ -131,7 +138,11 @@ def launch(mr: Mailroom, plan: CampaignPlan) -> Launched:
             plan.channel,
             plan.sender,
             draft_content(
-                plan.sender, [p.to], [], p.rendered.subject, p.rendered.text,
+                plan.sender,
+                [p.to],
+                [],
+                p.rendered.subject,
+                p.rendered.text,
                 p.rendered.html,
             ),
             [(p.to.addr_spec, "to")],

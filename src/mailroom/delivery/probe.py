@@ -46,6 +46,10 @@ _MODES: Final = {
     Security.none: "no TLS",
 }
 
+# How long closing waits for the socket to go, polled in small steps.
+_CLOSE_POLLS: Final = 100
+_CLOSE_POLL_SECONDS: Final = 0.01
+
 # RFC 8314 3.3: port 465 is submission over implicit TLS.
 _IMPLICIT_TLS_PORT: Final = 465
 
@@ -187,6 +191,8 @@ class _Probe:
         self.report = ProbeReport()
         self._hidden: set[str] = set()
         self._client: aiosmtplib.SMTP | None = None
+        # The newest transport, TLS or not; closing it releases the socket.
+        self._transport: asyncio.BaseTransport | None = None
         self._local_hostname = local_hostname
 
         if endpoint.secret is not None:
@@ -216,14 +222,13 @@ class _Probe:
 
     async def quit(self) -> None:
         """QUIT politely if the connection is still up; close it in any case."""
-        if self._client is None or not self._client.is_connected:
-            return
-        try:
-            await self._exchange("QUIT", self._client.quit())
-        except _Stop:
-            pass
-        finally:
+        if self._client is not None and self._client.is_connected:
+            with contextlib.suppress(_Stop):
+                await self._exchange("QUIT", self._client.quit())
             self._client.close()
+
+        if self._transport is not None:
+            await _let_go(self._transport)
 
     # -- steps -------------------------------------------------------------
 
@@ -344,7 +349,7 @@ class _Probe:
             raise _Stop(_auth_diagnosis(reply), reply)
 
     async def _offer_envelope(self, sender: str, recipient: str) -> None:
-        options = self._mail_options(sender)
+        options = self._mail_options(sender, recipient)
         step = self.client.mail(sender, options=options, encoding="utf-8")
         shown = " ".join([f"MAIL FROM:<{sender}>", *options])
         reply = await self._exchange(shown, step)
@@ -372,6 +377,7 @@ class _Probe:
         self.report.size_limit = _size_limit(extensions.get("size"))
 
     def _note_tls(self) -> None:
+        self._transport = self.client.transport
         ssl_object = self.client.get_transport_info("ssl_object")
         if not isinstance(ssl_object, ssl.SSLObject):
             return
@@ -385,14 +391,15 @@ class _Probe:
         self.report.tls = info
         self._note(info.describe())
 
-    def _mail_options(self, sender: str) -> list[str]:
-        if sender.partition("@")[0].isascii():
+    def _mail_options(self, sender: str, recipient: str) -> list[str]:
+        wide = [a for a in (sender, recipient) if not a.rpartition("@")[0].isascii()]
+        if not wide:
             return []
         # RFC 6531 3.4: a non-ASCII local part needs the server's SMTPUTF8.
         if not self.client.supports_extension("smtputf8"):
             raise _Stop(
-                f"the server does not offer SMTPUTF8 (RFC 6531), so it cannot "
-                f"take the non-ASCII sender {sender}"
+                "the server does not offer SMTPUTF8 (RFC 6531), so it cannot "
+                f"take the non-ASCII address {wide[0]}"
             )
         return ["SMTPUTF8"]
 
@@ -583,10 +590,27 @@ async def _handshake_works(endpoint: Endpoint, timeout: float) -> bool:
     except OSError:
         return False
 
-    writer.close()
-    with contextlib.suppress(OSError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), timeout)
+    await _let_go(writer.transport)
     return True
+
+
+async def _let_go(transport: asyncio.BaseTransport) -> None:
+    """Close a transport and wait, briefly, until its socket is released.
+
+    Closing TLS first sends close_notify and waits for the peer's (RFC 8446
+    6.1); a peer that never answers is cut off, so the wait stays bounded.
+    """
+    sock = transport.get_extra_info("socket")
+    transport.close()
+    for _ in range(_CLOSE_POLLS):
+        if sock is None or sock.fileno() == -1:
+            return
+        await asyncio.sleep(_CLOSE_POLL_SECONDS)
+
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    # abort() releases the socket on the loop's next turn.
+    await asyncio.sleep(0)
 
 
 def _auth_diagnosis(reply: Reply) -> str:

@@ -7,6 +7,8 @@ and ``recover`` puts those messages back in the queue.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +31,23 @@ from mailroom.store import schema as t
 from mailroom.store.states import MessageState, RecipientState
 
 LEASE = timedelta(minutes=5)
+WORKER_HOST = socket.gethostname()
+INTERRUPTED = (
+    "the worker stopped during delivery; sending again (the server may "
+    "already have received it once)"
+)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(slots=True)
@@ -117,6 +136,7 @@ _UPDATE_MESSAGE = (
         state=bindparam("b_state"),
         reason=bindparam("b_reason"),
         lease_until=None,
+        claimed_by=None,
         updated_at=bindparam("b_now"),
         next_attempt_at=bindparam("b_next"),
         attempts=bindparam("b_attempts"),
@@ -212,21 +232,57 @@ class Outbox:
     # Claims and outcomes ---------------------------------------------------
 
     def recover(self) -> int:
-        """Put messages whose worker died back in the queue."""
+        """Put back in the queue what dead workers had claimed.
+
+        A claim from this machine whose process is gone is taken back at once;
+        any other claim once its lease has run out.  The server may already
+        have such a message (RFC 5321 6.1): it is sent again rather than lost,
+        and its history says so.
+        """
         now = self.clock.now()
+        m = t.messages.c
+        dead = self._dead_local_workers()
+        stale = (m.lease_until < now) | m.claimed_by.in_(dead)
         with self.engine.begin() as conn:
-            stale = conn.execute(
+            ids = list(
+                conn.scalars(
+                    select(m.id).where(m.state == MessageState.sending).where(stale)
+                )
+            )
+            if not ids:
+                return 0
+            conn.execute(
                 update(t.messages)
-                .where(t.messages.c.state == MessageState.sending)
-                .where(t.messages.c.lease_until < now)
+                .where(m.id.in_(ids))
+                .where(m.state == MessageState.sending)
                 .values(
                     state=MessageState.queued,
                     lease_until=None,
-                    reason="the worker stopped during delivery; retrying",
+                    claimed_by=None,
+                    reason=INTERRUPTED,
                     updated_at=now,
                 )
             )
-        return stale.rowcount or 0
+            conn.execute(
+                insert(t.events),
+                [
+                    {"at": now, "message_id": i, "kind": "interrupted",
+                     "detail": INTERRUPTED}
+                    for i in ids
+                ],
+            )
+        return len(ids)
+
+    def _dead_local_workers(self) -> list[str]:
+        prefix = f"{WORKER_HOST}:"
+        with self.engine.connect() as conn:
+            owners = conn.scalars(
+                select(t.messages.c.claimed_by)
+                .where(t.messages.c.state == MessageState.sending)
+                .where(t.messages.c.claimed_by.like(f"{prefix}%"))
+                .distinct()
+            ).all()
+        return [o for o in owners if not _alive(int(o.rpartition(":")[2]))]
 
     def claim(self, channel_id: int, limit: int) -> list[Pending]:
         """Take up to ``limit`` due messages of a channel, oldest first."""
@@ -238,7 +294,11 @@ class Outbox:
             conn.execute(
                 update(t.messages)
                 .where(t.messages.c.id.in_(ids))
-                .values(state=MessageState.sending, lease_until=now + LEASE)
+                .values(
+                    state=MessageState.sending,
+                    lease_until=now + LEASE,
+                    claimed_by=f"{WORKER_HOST}:{os.getpid()}",
+                )
             )
             return self._load_pending(conn, ids)
 
@@ -298,6 +358,7 @@ class Outbox:
                 .values(
                     state=MessageState.queued,
                     lease_until=None,
+                    claimed_by=None,
                     next_attempt_at=when,
                     reason=reason,
                     updated_at=self.clock.now(),

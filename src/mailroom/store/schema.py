@@ -139,6 +139,9 @@ messages = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     # A worker's claim; an expired lease means the worker died mid-send.
     Column("lease_until", UTCDateTime),
+    # Which worker holds the claim ("host:pid"), so that a worker restarted
+    # on the same machine can take back a dead one's claims at once.
+    Column("claimed_by", String(255)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),

@@ -104,6 +104,7 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', mailroom.store.schema.UTCDateTime(), nullable=False),
     sa.Column('lease_until', mailroom.store.schema.UTCDateTime(), nullable=True),
+    sa.Column('claimed_by', sa.String(length=255), nullable=True),
     sa.Column('created_at', mailroom.store.schema.UTCDateTime(), nullable=False),
     sa.Column('updated_at', mailroom.store.schema.UTCDateTime(), nullable=False),
     sa.Column('sent_at', mailroom.store.schema.UTCDateTime(), nullable=True),

@@ -1,0 +1,200 @@
+"""Contact lists: a CSV file with an ``email`` column, checked row by row.
+
+A bad row does not stop the import: it becomes a ``RowProblem`` with the line a
+person would see in a text editor or a spreadsheet, so the list can be fixed and
+loaded again.  Only a file that cannot be read at all (wrong encoding, no
+``email`` column) raises ``InputError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from mailroom.addresses import address_key, parse_address
+from mailroom.errors import InputError
+
+_EMAIL: Final = "email"
+_BYTES_NAME: Final = "contacts"
+
+
+@dataclass
+class Contact:
+    """One row: its line in the file, its address and its template fields."""
+
+    line: int
+    email: str
+    fields: dict[str, str]
+
+
+@dataclass
+class RowProblem:
+    """Why one row was left out."""
+
+    line: int
+    field: str
+    problem: str
+
+
+@dataclass
+class ContactList:
+    """The rows that can be mailed, and an account of the rest."""
+
+    contacts: list[Contact]
+    problems: list[RowProblem]
+    duplicates: int
+    total_rows: int
+
+
+def load_contacts(
+    source: Path | str | bytes, *, required: Iterable[str] = frozenset()
+) -> ContactList:
+    """Read a CSV contact list from a path, or from the file's bytes.
+
+    Line numbers are physical lines of the file (the header is line 1), so a
+    quoted cell that spans lines moves the numbers of the rows after it.  A row
+    whose address repeats an earlier one (compared case-insensitively) is
+    counted in ``duplicates`` and left out.
+    """
+    name, text = _read_text(source)
+    rows = _numbered_rows(text, name)
+    _, header = next(rows, (1, []))
+    columns = _columns(header, name)
+
+    result = ContactList([], [], 0, 0)
+    seen: set[str] = set()
+    for line, cells in rows:
+        result.total_rows += 1
+        _take_row(result, seen, _RowInput(line, cells, columns, set(required)))
+    return result
+
+
+def remove_suppressed(
+    contacts: list[Contact], suppressed: set[str]
+) -> tuple[list[Contact], int]:
+    """Drop contacts on the suppression list; return the rest and how many went."""
+    keys = {address_key(address) for address in suppressed}
+    kept = [c for c in contacts if address_key(c.email) not in keys]
+    return kept, len(contacts) - len(kept)
+
+
+# --------------------------------------------------------------- reading
+
+
+def _read_text(source: Path | str | bytes) -> tuple[str, str]:
+    if isinstance(source, bytes):
+        name, data = _BYTES_NAME, source
+    else:
+        name, data = str(source), Path(source).read_bytes()
+
+    # Spreadsheets save UTF-8 with or without a byte order mark.
+    try:
+        return name, data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        raise InputError(name, problem, "save as UTF-8") from exc
+
+
+class _LineCounter:
+    """Feeds lines to the CSV reader and remembers how many it has handed out."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = iter(io.StringIO(text, newline=""))
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        return line
+
+
+def _numbered_rows(text: str, name: str) -> Iterator[tuple[int, list[str]]]:
+    # A row starts on the line after the one where the previous row ended.
+    lines = _LineCounter(text)
+    start = 1
+    try:
+        for cells in csv.reader(lines):
+            if any(cell.strip() for cell in cells):
+                yield start, cells
+            start = lines.count + 1
+    except csv.Error as exc:
+        problem = f"line {start} is not valid CSV: {exc}"
+        raise InputError(name, problem, "save the file again as CSV") from exc
+
+
+def _columns(header: list[str], name: str) -> list[str]:
+    columns = [cell.strip() for cell in header]
+    lowered = [column.lower() for column in columns]
+    if _EMAIL not in lowered:
+        problem = f"{name} has no '{_EMAIL}' column"
+        raise InputError(_EMAIL, problem, "name the address column 'email'")
+
+    repeated = {c for c in columns if c and columns.count(c) > 1}
+    if repeated or lowered.count(_EMAIL) > 1:
+        problem = f"{name} repeats the column {sorted(repeated) or [_EMAIL]}"
+        raise InputError(name, problem, "give every column its own name")
+    return columns
+
+
+# --------------------------------------------------------------- checking
+
+
+@dataclass
+class _RowInput:
+    line: int
+    cells: list[str]
+    columns: list[str]
+    required: set[str]
+
+
+def _take_row(result: ContactList, seen: set[str], row: _RowInput) -> None:
+    contact, problems = _check_row(row)
+    if problems or contact is None:
+        result.problems.extend(problems)
+        return
+
+    key = address_key(contact.email)
+    if key in seen:
+        result.duplicates += 1
+        return
+    seen.add(key)
+    result.contacts.append(contact)
+
+
+def _check_row(row: _RowInput) -> tuple[Contact | None, list[RowProblem]]:
+    values = dict(zip(row.columns, row.cells, strict=False))
+    problems = _extra_cells(row) + _missing_fields(row, values)
+    email = next((v for k, v in values.items() if k.lower() == _EMAIL), "")
+
+    try:
+        address = parse_address(email.strip(), _EMAIL)
+    except InputError as exc:
+        problems.insert(0, RowProblem(row.line, _EMAIL, exc.problem))
+        return None, problems
+
+    fields = {k: v.strip() for k, v in values.items() if k and k.lower() != _EMAIL}
+    return Contact(row.line, address.addr_spec, fields), problems
+
+
+def _extra_cells(row: _RowInput) -> list[RowProblem]:
+    # Trailing empty cells are what spreadsheets write; anything else past the
+    # last column usually means an unquoted comma shifted the row.
+    extra = [cell for cell in row.cells[len(row.columns) :] if cell.strip()]
+    if not extra:
+        return []
+    problem = f"{len(row.cells)} cells but the header has {len(row.columns)}"
+    return [RowProblem(row.line, "columns", problem)]
+
+
+def _missing_fields(row: _RowInput, values: dict[str, str]) -> list[RowProblem]:
+    missing = sorted(
+        f for f in row.required - {_EMAIL} if not values.get(f, "").strip()
+    )
+    return [RowProblem(row.line, f, "required field is empty") for f in missing]
