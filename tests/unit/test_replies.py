@@ -19,6 +19,8 @@ CASES = [
     (535, "5.7.139 Authentication unsuccessful, the user credentials were incorrect",
      ReplyClass.auth),
     (535, "5.7.8 Username and Password not accepted", ReplyClass.auth),
+    (550, "5.7.30 Basic authentication is not supported for Client Submission.",
+     ReplyClass.auth),
     (534, "5.7.9 Application-specific password required", ReplyClass.auth),
     (550, "5.4.5 Daily user sending quota exceeded", ReplyClass.quota),
     (554, "5.2.2 mailbox full; Submission quota exceeded", ReplyClass.quota),

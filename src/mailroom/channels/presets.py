@@ -27,6 +27,16 @@ class Preset:
     note: str = ""
 
 
+# Exchange Team blog and Message Center MC786329: rejections were to start on
+# 1 March 2026; the 27 January 2026 update keeps Basic auth working until the
+# end of December 2026, when it is disabled by default for existing tenants.
+BASIC_AUTH_RETIREMENT: Final = (
+    "Microsoft is retiring Basic authentication (passwords) for SMTP AUTH in "
+    "Exchange Online: it is disabled by default at the end of December 2026, "
+    "after which logins fail with 550 5.7.30. Connect the mailbox with OAuth "
+    "instead: mailroom channel connect microsoft --owner ADDRESS"
+)
+
 PRESETS: Final[dict[str, Preset]] = {
     preset.kind: preset
     for preset in (
@@ -39,8 +49,7 @@ PRESETS: Final[dict[str, Preset]] = {
             Security.starttls,
             Scope.personal,
             Limits(per_minute=30, per_day=10_000, max_recipients=500),
-            note="Basic authentication for SMTP AUTH is being retired by "
-            "Microsoft; prefer the OAuth connection.",
+            note=BASIC_AUTH_RETIREMENT,
         ),
         Preset(
             "gmail",

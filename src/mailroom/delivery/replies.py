@@ -90,10 +90,12 @@ class Reply:
 # RFC 3463 2: class.subject.detail, the class repeating the reply's first digit.
 _ENHANCED: Final = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
 
-# Exchange Online 5.7.139/5.7.57/5.7.3 and Gmail 534 5.7.9/535 5.7.8 (see README).
+# Exchange Online 5.7.139/5.7.57/5.7.3, 5.7.30 once Basic auth is retired, and
+# Gmail 534 5.7.9/535 5.7.8 (see README).
 _AUTH_ENHANCED: Final = frozenset(
     {"5.7.0", "5.7.3", "5.7.8", "5.7.9", "5.7.57", "5.7.139", "4.7.12", "5.7.12"}
 )
+_AUTH_ALWAYS: Final = frozenset({"5.7.139", "5.7.57", "5.7.30"})
 _AUTH_CODES: Final = frozenset(
     {ReplyCode.auth_required, ReplyCode.auth_mechanism_too_weak, ReplyCode.auth_failed}
 )
@@ -140,7 +142,7 @@ def _is_auth_failure(reply: Reply) -> bool:
     if reply.enhanced in _AUTH_ENHANCED and reply.code in (454, 535, 530, 534):
         return True
 
-    return reply.enhanced in {"5.7.139", "5.7.57"}
+    return reply.enhanced in _AUTH_ALWAYS
 
 
 def _is_quota(reply: Reply) -> bool:
