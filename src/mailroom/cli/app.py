@@ -32,10 +32,10 @@ app.command("worker")(send_cmds.worker)
 @app.callback()
 def main_options(
     home: Annotated[
-        Path | None, typer.Option(envvar=HOME_ENV, help="Data folder.")
+        Path | None, typer.Option(envvar=HOME_ENV, help=_("Data folder."))
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option(envvar=DATABASE_ENV, help="SQLAlchemy URL.")
+        str | None, typer.Option(envvar=DATABASE_ENV, help=_("SQLAlchemy URL."))
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -62,7 +62,7 @@ def init() -> None:
 @app.command()
 def sandbox(
     port: Annotated[int, typer.Option()] = 2525,
-    folder: Annotated[Path | None, typer.Option(help="Where mail is kept.")] = None,
+    folder: Annotated[Path | None, typer.Option(help=_("Where mail is kept."))] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
 ) -> None:
     """Run the built-in sandbox SMTP server (STARTTLS, AUTH, Maildir)."""
@@ -73,7 +73,7 @@ def sandbox(
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option(help="Keep the throwaway folder.")] = True,
+    keep: Annotated[bool, typer.Option(help=_("Keep the throwaway folder."))] = True,
 ) -> None:
     """Run the main job end to end with nothing configured."""
     from mailroom.demo import run_demo

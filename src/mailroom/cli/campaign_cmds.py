@@ -36,18 +36,18 @@ File = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
 @app.command("send")
 def send(
     contacts: Annotated[Path, typer.Option(exists=True, dir_okay=False,
-                                           help="CSV with an email column.")],
-    sender: Annotated[str, typer.Option("--from", help="Name <address>.")],
-    subject: Annotated[str, typer.Option(help="Subject template.")],
+                                           help=_("CSV with an email column."))],
+    sender: Annotated[str, typer.Option("--from", help=_("Name <address>."))],
+    subject: Annotated[str, typer.Option(help=_("Subject template."))],
     text_file: File = None,
     html_file: File = None,
-    text: Annotated[str | None, typer.Option(help="Text template.")] = None,
-    name: Annotated[str | None, typer.Option(help="Campaign name.")] = None,
+    text: Annotated[str | None, typer.Option(help=_("Text template."))] = None,
+    name: Annotated[str | None, typer.Option(help=_("Campaign name."))] = None,
     channel: Annotated[str | None, typer.Option()] = None,
     team: Annotated[str | None, typer.Option()] = None,
-    dry_run: Annotated[bool, typer.Option(help="Preview, send nothing.")] = False,
-    previews: Annotated[int, typer.Option(help="Previews in a dry run.")] = 3,
-    wait: Annotated[bool, typer.Option(help="Deliver now and wait.")] = False,
+    dry_run: Annotated[bool, typer.Option(help=_("Preview, send nothing."))] = False,
+    previews: Annotated[int, typer.Option(help=_("Previews in a dry run."))] = 3,
+    wait: Annotated[bool, typer.Option(help=_("Deliver now and wait."))] = False,
 ) -> None:
     """Queue a personalized message to every good row of a contact list."""
     with opened() as mr, friendly_errors():
@@ -88,8 +88,9 @@ def _report_plan(plan: CampaignPlan) -> None:
 
 def _show_previews(plan: CampaignPlan, count: int) -> None:
     for preview in plan.renders[:count]:
-        console.rule(f"line {preview.line}: {preview.to}")
-        console.print(f"Subject: {preview.rendered.subject}", markup=False)
+        console.rule(_("line {line}: {to}").format(line=preview.line, to=preview.to))
+        console.print(_("Subject: {subject}").format(subject=preview.rendered.subject),
+                      markup=False)
         console.print(preview.rendered.text or preview.rendered.html or "",
                       markup=False)
     console.print(_("dry run: nothing was queued or sent"))

@@ -29,11 +29,11 @@ from mailroom.secrets import Secret
 
 app = typer.Typer(help=_("Delivery channels: your own SMTP servers and services."))
 
-TeamOpt = Annotated[str | None, typer.Option("--team", help="Team name.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+TeamOpt = Annotated[str | None, typer.Option("--team", help=_("Team name."))]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print JSON."))]
 StdinOpt = Annotated[
     bool,
-    typer.Option("--password-stdin", help="Read the password from standard input."),
+    typer.Option("--password-stdin", help=_("Read the password from standard input.")),
 ]
 
 
@@ -45,28 +45,29 @@ def _find(mr: Mailroom, team: str | None, name: str) -> Channel:
 
 @app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="A short name for the channel.")],
-    kind: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}.")],
+    name: Annotated[str, typer.Argument(help=_("A short name for the channel."))],
+    kind: Annotated[str, typer.Option(help=_("One of: {kinds}.").format(
+        kinds=", ".join(PRESETS)))],
     team: TeamOpt = None,
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
     security: Annotated[Security | None, typer.Option()] = None,
     scope: Annotated[Scope | None, typer.Option()] = None,
     username: Annotated[str | None, typer.Option()] = None,
-    owner: Annotated[str | None, typer.Option(help="Mailbox owner.")] = None,
-    domain: Annotated[list[str] | None, typer.Option(help="Sending domain.")] = None,
-    alias: Annotated[list[str] | None, typer.Option(help="Owner alias.")] = None,
+    owner: Annotated[str | None, typer.Option(help=_("Mailbox owner."))] = None,
+    domain: Annotated[list[str] | None, typer.Option(help=_("Sending domain."))] = None,
+    alias: Annotated[list[str] | None, typer.Option(help=_("Owner alias."))] = None,
     per_minute: Annotated[int | None, typer.Option()] = None,
-    per_day: Annotated[int | None, typer.Option(help="Recipients/24h.")] = None,
-    min_interval: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+    per_day: Annotated[int | None, typer.Option(help=_("Recipients/24h."))] = None,
+    min_interval: Annotated[float | None, typer.Option(help=_("Seconds."))] = None,
     max_recipients: Annotated[int | None, typer.Option()] = None,
-    connections: Annotated[int, typer.Option(help="Parallel sessions.")] = 1,
-    ca_bundle: Annotated[str | None, typer.Option(help="PEM file of CAs.")] = None,
+    connections: Annotated[int, typer.Option(help=_("Parallel sessions."))] = 1,
+    ca_bundle: Annotated[str | None, typer.Option(help=_("PEM file of CAs."))] = None,
     insecure_skip_verify: Annotated[
-        bool, typer.Option(help="Accept any certificate (self-signed servers).")
+        bool, typer.Option(help=_("Accept any certificate (self-signed servers)."))
     ] = False,
     platform_default: Annotated[
-        bool, typer.Option(help="The platform's default relay (operators).")
+        bool, typer.Option(help=_("The platform's default relay (operators)."))
     ] = False,
     password_stdin: StdinOpt = False,
 ) -> None:
@@ -116,7 +117,8 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
     if json:
         print_json([channel_view(c) for c in channels])
         return
-    table = Table("name", "kind", "scope", "server", "limits", "status")
+    table = Table(_("name"), _("kind"), _("scope"), _("server"), _("limits"),
+                  _("status"))
     for c in channels:
         status = str(c.status) + (f": {c.status_reason}" if c.status_reason else "")
         table.add_row(c.name, c.kind, str(c.scope), f"{c.host}:{c.port} "
@@ -156,7 +158,7 @@ def update(
     ca_bundle: Annotated[str | None, typer.Option()] = None,
     password_stdin: StdinOpt = False,
     new_password: Annotated[
-        bool, typer.Option("--password", help="Prompt for a new password.")
+        bool, typer.Option("--password", help=_("Prompt for a new password."))
     ] = False,
 ) -> None:
     """Change settings; new credentials reconnect a disconnected channel."""
@@ -200,8 +202,8 @@ def remove(name: str, team: TeamOpt = None) -> None:
 def test(
     name: str,
     team: TeamOpt = None,
-    sender: Annotated[str | None, typer.Option(help="From address to try.")] = None,
-    recipient: Annotated[str | None, typer.Option(help="RCPT address.")] = None,
+    sender: Annotated[str | None, typer.Option(help=_("From address to try."))] = None,
+    recipient: Annotated[str | None, typer.Option(help=_("RCPT address."))] = None,
 ) -> None:
     """Connect, secure, log in and check the sender; sends nothing."""
     from mailroom.delivery.engine import endpoint_for
@@ -215,7 +217,7 @@ def test(
         report = asyncio.run(probe(endpoint, address, recipient))
     for line in render_transcript(report):
         console.print(line, markup=False)
-    _, note = channel.kind, get_preset(channel.kind).note
+    note = get_preset(channel.kind).note
     if note:
         errors.print(_("note: {note}").format(note=_(note)))
     if not report.ok:
@@ -233,10 +235,10 @@ def _any_sender(channel: Channel) -> str:
 
 @app.command("connect")
 def connect(
-    provider: Annotated[str, typer.Argument(help="gmail or microsoft.")],
-    owner: Annotated[str, typer.Option(help="The mailbox to connect.")],
+    provider: Annotated[str, typer.Argument(help=_("gmail or microsoft."))],
+    owner: Annotated[str, typer.Option(help=_("The mailbox to connect."))],
     team: TeamOpt = None,
-    name: Annotated[str | None, typer.Option(help="Channel name.")] = None,
+    name: Annotated[str | None, typer.Option(help=_("Channel name."))] = None,
     no_browser: Annotated[bool, typer.Option("--no-browser")] = False,
 ) -> None:
     """Connect a Gmail or Microsoft 365 mailbox with OAuth (no password)."""

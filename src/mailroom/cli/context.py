@@ -39,7 +39,8 @@ STATE = State()
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}", markup=True)
+    label = _("error:")
+    errors.print(f"[red]{label}[/red] {message}", markup=True)
     raise typer.Exit(code)
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from mailroom.core import Mailroom
 from mailroom.errors import InputError, MailroomError, NotFoundError
+from mailroom.i18n import _
 from mailroom.oauth.connect import Connected, Connector, ConnectRequest
 from mailroom.oauth.providers import load_providers
 from mailroom.teams import Team
@@ -45,10 +46,10 @@ def connect_command(
             connector.connect_loopback(request, _shower(console, owner, open_browser))
         )
     except (InputError, NotFoundError) as exc:
-        _say(console, f"error: {exc}")
+        _say(console, _("error: {error}").format(error=exc))
         return EXIT_USAGE
     except MailroomError as exc:
-        _say(console, f"error: {exc}")
+        _say(console, _("error: {error}").format(error=exc))
         return EXIT_FAILURE
     _report(console, result)
     return EXIT_OK
@@ -59,17 +60,18 @@ def _team(mr: Mailroom, name: str | None) -> Team:
         return mr.teams.get(name)
     only = mr.teams.only()
     if only is None:
-        raise InputError("team", "several teams or none exist", "pass --team")
+        raise InputError("team", _("several teams or none exist"), _("pass --team"))
     return only
 
 
 def _shower(console: Console, owner: str, open_browser: bool) -> Callable[[str], None]:
     def show(url: str) -> None:
-        _say(console, f"Open this address and sign in as {owner}:")
+        opening = _("Open this address and sign in as {owner}:")
+        _say(console, opening.format(owner=owner))
         _say(console, url)
         if open_browser:
             _open(url)
-        _say(console, "Waiting for the answer...")
+        _say(console, _("Waiting for the answer..."))
 
     return show
 
@@ -85,10 +87,14 @@ def _open(url: str) -> None:
 
 def _report(console: Console, result: Connected) -> None:
     channel = result.channel
-    verb = "reconnected" if result.reconnected else "connected"
-    _say(console, f"{verb} channel {channel.name} ({channel.kind}) for {channel.owner}")
+    if result.reconnected:
+        done = _("reconnected channel {name} ({kind}) for {owner}")
+    else:
+        done = _("connected channel {name} ({kind}) for {owner}")
+    _say(console, done.format(name=channel.name, kind=channel.kind,
+                              owner=channel.owner))
     if result.resumed:
-        _say(console, f"{result.resumed} held message(s) queued again")
+        _say(console, _("{n} held message(s) queued again").format(n=result.resumed))
 
 
 def _say(console: Console, text: str) -> None:

@@ -42,7 +42,7 @@ class DeliveryProgress:
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:.1f} msg/s"),
+                TextColumn(_("{task.fields[rate]:.1f} msg/s")),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=console,

@@ -38,20 +38,20 @@ def deliver(mr: Mailroom, ids: list[int]) -> DeliveryProgress:
 
 
 def send(
-    sender: Annotated[str, typer.Option("--from", help="Name <address>.")],
-    to: Annotated[list[str], typer.Option(help="Recipient (repeatable).")],
+    sender: Annotated[str, typer.Option("--from", help=_("Name <address>."))],
+    to: Annotated[list[str], typer.Option(help=_("Recipient (repeatable)."))],
     subject: Annotated[str, typer.Option()],
-    text: Annotated[str | None, typer.Option(help="Plain text body.")] = None,
-    html: Annotated[str | None, typer.Option(help="HTML body.")] = None,
+    text: Annotated[str | None, typer.Option(help=_("Plain text body."))] = None,
+    html: Annotated[str | None, typer.Option(help=_("HTML body."))] = None,
     text_file: TextFile = None,
     html_file: TextFile = None,
     cc: Annotated[list[str] | None, typer.Option()] = None,
     bcc: Annotated[list[str] | None, typer.Option()] = None,
     reply_to: Annotated[str | None, typer.Option()] = None,
-    channel: Annotated[str | None, typer.Option(help="Channel by name.")] = None,
+    channel: Annotated[str | None, typer.Option(help=_("Channel by name."))] = None,
     team: Annotated[str | None, typer.Option()] = None,
-    member: Annotated[str | None, typer.Option(help="Sending member.")] = None,
-    wait: Annotated[bool, typer.Option(help="Deliver now and wait.")] = False,
+    member: Annotated[str | None, typer.Option(help=_("Sending member."))] = None,
+    wait: Annotated[bool, typer.Option(help=_("Deliver now and wait."))] = False,
 ) -> None:
     """Send one message through the right channel."""
     with opened() as mr, friendly_errors():
@@ -79,7 +79,7 @@ def send(
 
 @message_app.command("show")
 def show(
-    ref: Annotated[str, typer.Argument(help="Id or Message-ID.")],
+    ref: Annotated[str, typer.Argument(help=_("Id or Message-ID."))],
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A message's state, recipients and every attempt."""
@@ -113,13 +113,17 @@ def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
                   or _("the outbox is empty"))
     for row in waiting:
-        console.print(f"{row['id']} {row['channel']} {row['state']} "
-                      f"next {row['next_attempt_at']:%Y-%m-%d %H:%M:%S} "
-                      f"{row['reason']}", markup=False)
+        console.print(_("{id} {channel} {state} next {at:%Y-%m-%d %H:%M:%S} "
+                        "{reason}").format(id=row["id"], channel=row["channel"],
+                                           state=row["state"],
+                                           at=row["next_attempt_at"],
+                                           reason=row["reason"]), markup=False)
 
 
 def worker(
-    until_idle: Annotated[bool, typer.Option(help="Stop when nothing is due.")] = False,
+    until_idle: Annotated[
+        bool, typer.Option(help=_("Stop when nothing is due."))
+    ] = False,
 ) -> None:
     """Deliver queued mail until stopped (Ctrl-C or SIGTERM)."""
     with opened() as mr, friendly_errors():

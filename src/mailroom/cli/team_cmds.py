@@ -18,7 +18,8 @@ def _domains(values: list[str]) -> list[str]:
     checked = []
     for value in values:
         if "@" in value or "." not in value or " " in value:
-            raise InputError("domain", f"{value!r} is not a domain", "e.g. example.com")
+            raise InputError("domain", _("{value!r} is not a domain").format(
+                value=value), _("e.g. example.com"))
         checked.append(value.lower())
     return checked
 
@@ -30,8 +31,8 @@ def _members(values: list[str]) -> list[str]:
 @app.command("add")
 def add(
     name: str,
-    domain: Annotated[list[str], typer.Option(help="A sending domain.")],
-    member: Annotated[list[str], typer.Option(help="A member's address.")],
+    domain: Annotated[list[str], typer.Option(help=_("A sending domain."))],
+    member: Annotated[list[str], typer.Option(help=_("A member's address."))],
 ) -> None:
     """Add a team with its sending domains and members."""
     with opened() as mr, friendly_errors():
