@@ -10,25 +10,62 @@ Loaded with ``pytest_plugins = ["tests.support.plugin"]`` (or ``-p``).
   password ``SANDBOX_PASSWORD``.
 
 The servers run in a thread, so sync and async tests can both use them.
+``connected(client)`` opens an aiosmtplib client and, on the way out, waits
+until its socket is really closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import aiosmtplib
 import pytest
+from tests.support.faults import FaultServer
+from tests.support.tls import TestCA, make_test_ca
 
 from mailroom.sandbox import SandboxServer
 from mailroom.secrets import Secret
-from tests.support.faults import FaultServer
-from tests.support.tls import TestCA, make_test_ca
 
 FAULT_USERNAME: Final = "user@example.com"
 FAULT_PASSWORD: Final = Secret("fake-password-1")
 SANDBOX_USERNAME: Final = "sandbox"
 SANDBOX_PASSWORD: Final = Secret("fake-sandbox-password")
+
+# How long ``connected`` waits for a client socket to close, in small steps.
+CLOSE_POLLS: Final = 200
+CLOSE_POLL_SECONDS: Final = 0.01
+
+
+@asynccontextmanager
+async def connected(client: aiosmtplib.SMTP) -> AsyncIterator[aiosmtplib.SMTP]:
+    """Connect ``client``; afterwards QUIT and wait for its socket to close.
+
+    After STARTTLS, asyncio closes the socket only once both sides have sent
+    close_notify (RFC 8446 6.1).  Waiting for it keeps the test's event loop
+    from ending first and leaving an unclosed socket to a later test.
+    """
+    await client.connect()
+    sock = client.get_transport_info("socket")
+    try:
+        yield client
+    finally:
+        # The server may already have gone, which some tests want.
+        with suppress(aiosmtplib.SMTPException, ConnectionError):
+            await client.quit()
+        client.close()
+        await wait_socket_closed(sock)
+
+
+async def wait_socket_closed(sock: Any) -> None:
+    """Poll, within a bound, until asyncio has closed the socket."""
+    for _ in range(CLOSE_POLLS):
+        if sock.fileno() == -1:
+            return
+        await asyncio.sleep(CLOSE_POLL_SECONDS)
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import aiosmtplib
 import pytest
-
 from tests.support.faults import FaultServer
-from tests.support.plugin import FAULT_PASSWORD, FAULT_USERNAME
+from tests.support.plugin import FAULT_PASSWORD, FAULT_USERNAME, connected
 from tests.support.tls import TestCA
 
 # Set, so the client never asks the resolver for our own name.
@@ -66,7 +65,7 @@ async def _send(
 async def test_healthy_server_records_the_transaction(
     fault_server: FaultServer,
 ) -> None:
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         errors = await _send(client, ["a@example.com", "b@example.com"])
 
     assert errors == {}
@@ -97,11 +96,9 @@ async def test_each_verb_answers_word_for_word(
 ) -> None:
     fault_server.script(verb, reply)
 
-    client = _client(fault_server)
     with pytest.raises(aiosmtplib.SMTPException) as caught:
-        await client.connect()
-        await _send(client, ["a@example.com"])
-    client.close()
+        async with connected(_client(fault_server)) as client:
+            await _send(client, ["a@example.com"])
 
     assert _reply_of(caught.value) == reply
     assert [t for t in fault_server.received if t.accepted] == []
@@ -113,7 +110,7 @@ async def test_recipient_rule_refuses_only_its_address(
     unknown = "550 5.1.1 <x@example.com>: user unknown"
     fault_server.script("RCPT", unknown, match="X@example.com")
 
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         errors = await _send(client, ["a@example.com", "x@example.com"])
 
     assert {rcpt: str(r) for rcpt, r in errors.items()} == {"x@example.com": unknown}
@@ -126,7 +123,7 @@ async def test_sender_rule_refuses_only_its_address(
 ) -> None:
     fault_server.script("MAIL", "550 5.7.1 Sender denied", match="other@example.com")
 
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         await _send(client, ["a@example.com"])
         with pytest.raises(aiosmtplib.SMTPSenderRefused) as caught:
             await client.sendmail("other@example.com", ["a@example.com"], MESSAGE)
@@ -140,7 +137,7 @@ async def test_data_rule_records_the_refused_message(
 ) -> None:
     fault_server.script("DATA", "554 5.2.2 Submission quota exceeded")
 
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         with pytest.raises(aiosmtplib.SMTPDataError):
             await _send(client, ["a@example.com"])
 
@@ -155,7 +152,7 @@ async def test_times_limits_a_rule_then_normal_replies_return(
 ) -> None:
     fault_server.script("RCPT", "451 4.7.1 Try again later", times=2)
 
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         for _ in range(2):
             with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
                 await _send(client, ["a@example.com"])
@@ -172,7 +169,7 @@ async def test_rules_fire_in_the_order_they_were_added(
     fault_server.script("MAIL", "452 4.3.1 Second", times=1)
 
     replies = []
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         for _ in range(2):
             with pytest.raises(aiosmtplib.SMTPSenderRefused) as caught:
                 await _send(client, ["a@example.com"])
@@ -186,15 +183,13 @@ async def test_rules_fire_in_the_order_they_were_added(
 async def test_421_closes_the_connection(fault_server: FaultServer) -> None:
     fault_server.script("MAIL", "421 4.7.0 Too many messages", times=1)
 
-    client = _client(fault_server)
-    await client.connect()
-    with pytest.raises(aiosmtplib.SMTPSenderRefused):
-        await _send(client, ["a@example.com"])
-    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
-        await client.noop()
-    client.close()
+    async with connected(_client(fault_server)) as client:
+        with pytest.raises(aiosmtplib.SMTPSenderRefused):
+            await _send(client, ["a@example.com"])
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await client.noop()
 
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         await _send(client, ["a@example.com"])
     assert fault_server.connections == 2
 
@@ -204,15 +199,13 @@ async def test_drop_after_closes_abruptly_and_reconnect_works(
 ) -> None:
     fault_server.drop_after(messages=2)
 
-    client = _client(fault_server)
-    await client.connect()
-    await _send(client, ["a@example.com"])
-    await _send(client, ["b@example.com"])
-    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
-        await _send(client, ["c@example.com"])
-    client.close()
+    async with connected(_client(fault_server)) as client:
+        await _send(client, ["a@example.com"])
+        await _send(client, ["b@example.com"])
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await _send(client, ["c@example.com"])
 
-    async with _client(fault_server) as client:
+    async with connected(_client(fault_server)) as client:
         await _send(client, ["c@example.com"])
 
     rcpts = [t.envelope_rcpts for t in fault_server.received]
@@ -242,8 +235,7 @@ def test_only_fault_replies_can_be_scripted(
 async def test_tls_server_requires_starttls_first(
     fault_server_tls: FaultServer,
 ) -> None:
-    client = _client(fault_server_tls, start_tls=False)
-    async with client:
+    async with connected(_client(fault_server_tls, start_tls=False)) as client:
         mail = await client.execute_command(b"MAIL", f"FROM:<{SENDER}>".encode())
 
     assert mail.code == 530
@@ -252,7 +244,7 @@ async def test_tls_server_requires_starttls_first(
 async def test_tls_server_accepts_the_right_login(
     fault_server_tls: FaultServer, tls_ca: TestCA
 ) -> None:
-    async with _tls_client(fault_server_tls, tls_ca) as client:
+    async with connected(_tls_client(fault_server_tls, tls_ca)) as client:
         await client.ehlo()
         await client.auth_plain(FAULT_USERNAME, FAULT_PASSWORD.reveal())
         await _send(client, ["a@example.com"])
@@ -267,8 +259,7 @@ async def test_tls_server_accepts_the_right_login(
     "reply",
     [
         "535 5.7.3 Authentication unsuccessful",
-        "535 5.7.139 Authentication unsuccessful, the user credentials were "
-        "incorrect",
+        "535 5.7.139 Authentication unsuccessful, the user credentials were incorrect",
     ],
 )
 @pytest.mark.parametrize("method", ["auth_plain", "auth_login"])
@@ -277,7 +268,7 @@ async def test_auth_rule_fails_even_good_credentials(
 ) -> None:
     fault_server_tls.script("AUTH", reply)
 
-    async with _tls_client(fault_server_tls, tls_ca) as client:
+    async with connected(_tls_client(fault_server_tls, tls_ca)) as client:
         await client.ehlo()
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as caught:
             await getattr(client, method)(FAULT_USERNAME, FAULT_PASSWORD.reveal())
@@ -288,7 +279,7 @@ async def test_auth_rule_fails_even_good_credentials(
 async def test_wrong_password_is_refused(
     fault_server_tls: FaultServer, tls_ca: TestCA
 ) -> None:
-    async with _tls_client(fault_server_tls, tls_ca) as client:
+    async with connected(_tls_client(fault_server_tls, tls_ca)) as client:
         await client.ehlo()
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as caught:
             await client.auth_login(FAULT_USERNAME, "fake-wrong-password")
@@ -299,7 +290,7 @@ async def test_wrong_password_is_refused(
 async def test_runs_on_the_current_event_loop() -> None:
     async with FaultServer() as server:
         server.script("RCPT", "550 5.1.1 No such user", match="x@example.com")
-        async with _client(server) as client:
+        async with connected(_client(server)) as client:
             errors = await _send(client, ["a@example.com", "x@example.com"])
 
     assert list(errors) == ["x@example.com"]

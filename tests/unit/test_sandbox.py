@@ -16,14 +16,14 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 from cryptography import x509
+from tests.support.plugin import SANDBOX_PASSWORD, SANDBOX_USERNAME, connected
+from tests.support.tls import TestCA
 
 from mailroom.clock import FakeClock
 from mailroom.errors import InputError
 from mailroom.sandbox import SandboxServer, ensure_certificate
 from mailroom.sandbox.server import MAX_MESSAGE_SIZE
 from mailroom.secrets import Secret
-from tests.support.plugin import SANDBOX_PASSWORD, SANDBOX_USERNAME
-from tests.support.tls import TestCA
 
 # Set, so the client never asks the resolver for our own name.
 CLIENT_NAME = "client.example.com"
@@ -47,7 +47,7 @@ def _client(server: SandboxServer, **options: object) -> aiosmtplib.SMTP:
 
 def _maildir_messages(server: SandboxServer) -> list[bytes]:
     box = mailbox.Maildir(server.maildir_path, create=False)
-    return [box.get_bytes(key) for key in box.keys()]
+    return [box.get_bytes(key) for key in box.iterkeys()]
 
 
 async def _send(
@@ -56,7 +56,7 @@ async def _send(
     data: bytes = SIMPLE,
     options: list[str] | None = None,
 ) -> str:
-    async with _client(server) as client:
+    async with connected(_client(server)) as client:
         await client.login(SANDBOX_USERNAME, SANDBOX_PASSWORD.reveal())
         errors, reply = await client.sendmail(
             "a@example.com", rcpts, data, mail_options=options or []
@@ -118,8 +118,7 @@ def test_mismatched_files_are_made_again(tmp_path: Path) -> None:
 async def test_auth_is_neither_offered_nor_accepted_before_starttls(
     sandbox_server: SandboxServer,
 ) -> None:
-    client = _client(sandbox_server, start_tls=False)
-    async with client:
+    async with connected(_client(sandbox_server, start_tls=False)) as client:
         await client.ehlo()
         assert client.supports_extension("starttls")
         assert not client.supports_extension("auth")
@@ -131,7 +130,7 @@ async def test_auth_is_neither_offered_nor_accepted_before_starttls(
 
 
 async def test_auth_is_offered_after_starttls(sandbox_server: SandboxServer) -> None:
-    async with _client(sandbox_server) as client:
+    async with connected(_client(sandbox_server)) as client:
         # RFC 3207 4.2: the client forgets what it knew and says EHLO again.
         await client.ehlo()
         assert client.get_transport_info("sslcontext") is not None
@@ -145,12 +144,12 @@ async def test_auth_is_offered_after_starttls(sandbox_server: SandboxServer) -> 
 async def test_client_with_another_ca_cannot_start_tls(
     sandbox_server: SandboxServer, tls_ca: TestCA
 ) -> None:
-    client = _client(sandbox_server, cert_bundle=str(tls_ca.ca_path))
+    client = _client(sandbox_server, start_tls=False, cert_bundle=str(tls_ca.ca_path))
 
-    with pytest.raises(ssl.SSLCertVerificationError) as caught:
-        await client.connect()
+    async with connected(client):
+        with pytest.raises(ssl.SSLCertVerificationError) as caught:
+            await client.starttls()
 
-    client.close()
     assert caught.value.verify_message == "unable to get local issuer certificate"
 
 
@@ -158,7 +157,7 @@ async def test_client_with_another_ca_cannot_start_tls(
 async def test_wrong_password_is_refused_with_535(
     sandbox_server: SandboxServer, method: str
 ) -> None:
-    async with _client(sandbox_server) as client:
+    async with connected(_client(sandbox_server)) as client:
         await client.ehlo()
         with pytest.raises(aiosmtplib.SMTPAuthenticationError) as caught:
             await getattr(client, method)(SANDBOX_USERNAME, "not-the-password")
@@ -231,7 +230,7 @@ async def test_japanese_utf8_message_survives(sandbox_server: SandboxServer) -> 
         "先日はお時間をいただき、ありがとうございました。\r\n"
     ).encode()
 
-    async with _client(sandbox_server) as client:
+    async with connected(_client(sandbox_server)) as client:
         await client.ehlo()
         assert client.supports_extension("smtputf8")
         assert client.supports_extension("8bitmime")
@@ -255,7 +254,7 @@ async def test_japanese_utf8_message_survives(sandbox_server: SandboxServer) -> 
 
 
 async def test_size_is_advertised_and_enforced(sandbox_server: SandboxServer) -> None:
-    async with _client(sandbox_server) as client:
+    async with connected(_client(sandbox_server)) as client:
         await client.ehlo()
         advertised = client.esmtp_extensions["size"]
         await client.login(SANDBOX_USERNAME, SANDBOX_PASSWORD.reveal())
@@ -291,7 +290,7 @@ async def test_per_minute_limit_throttles_then_recovers(tmp_path: Path) -> None:
 async def test_runs_on_the_current_event_loop(tmp_path: Path) -> None:
     async with SandboxServer(tmp_path, password=Secret("fake-password-2")) as server:
         port = server.port
-        async with _client(server) as client:
+        async with connected(_client(server)) as client:
             reply = await client.login(SANDBOX_USERNAME, "fake-password-2")
 
     assert port != 0

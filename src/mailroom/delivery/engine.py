@@ -191,6 +191,7 @@ class ChannelRunner:
 
     async def _session_loop(self) -> None:
         link = _Link()
+        self.engine.writer.sessions += 1
         try:
             while not self._stopped:
                 batch = self.outbox.claim(self.channel.id, self.options.batch)
@@ -199,6 +200,7 @@ class ChannelRunner:
                 self._tried = True
                 await self._deliver_batch(batch, link)
         finally:
+            self.engine.writer.sessions -= 1
             await link.close()
 
     async def _deliver_batch(self, batch: list[Pending], link: _Link) -> None:

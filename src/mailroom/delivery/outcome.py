@@ -40,9 +40,14 @@ class RoundResult:
     def add_transaction(
         self, group: list[PendingRecipient], txn: Transaction, at: datetime
     ) -> None:
-        """Record one transaction's replies (MAIL, each RCPT, DATA)."""
-        self.attempts.append(_attempt("mail", txn.mail, at, rcpt_count=len(group)))
+        """Record one transaction's replies (MAIL, each refused RCPT, DATA).
+
+        The transaction's own row (MAIL when it went no further, else DATA)
+        carries its time and recipient count, which the limiter counts.
+        """
         assert txn.mail is not None
+        if not txn.mail.is_success or txn.data is None:
+            self.attempts.append(_attempt("mail", txn.mail, at, len(group)))
         if not txn.mail.is_success:
             self._whole_group(group, txn.mail)
             return
@@ -54,7 +59,7 @@ class RoundResult:
         if txn.data is None:
             return
 
-        self.attempts.append(_attempt("data", txn.data, at))
+        self.attempts.append(_attempt("data", txn.data, at, len(group)))
         accepted = [r for r in group if r.address in txn.accepted]
         if txn.data.is_success:
             for recipient in accepted:
@@ -99,9 +104,9 @@ def _attempt(
     stage: str,
     reply: Reply | None,
     at: datetime | None,
+    rcpt_count: int = 0,
     *,
     recipient: str | None = None,
-    rcpt_count: int = 0,
 ) -> AttemptRow:
     if reply is None:
         return AttemptRow(stage, None, "", "", "none", recipient, rcpt_count, at)

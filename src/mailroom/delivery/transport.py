@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from mailroom.channels.model import Security
+from mailroom.delivery.pipelining import (
+    ReplyStream,
+    StreamClosed,
+    dot_stuff,
+    is_closing,
+)
 from mailroom.delivery.replies import Reply, ReplyCode
 from mailroom.errors import ChannelAuthError, ChannelConnectError
 from mailroom.secrets import Secret
@@ -90,19 +96,28 @@ class SmtpSession:
 
     def __init__(self, endpoint: Endpoint, local_hostname: str | None = None):
         self.endpoint = endpoint
+        secure = endpoint.security is not Security.none
         self._client = aiosmtplib.SMTP(
             hostname=endpoint.host,
             port=endpoint.port,
             use_tls=endpoint.security is Security.tls,
             start_tls=False,
-            tls_context=tls_context(endpoint),
+            tls_context=tls_context(endpoint) if secure else None,
             timeout=endpoint.timeout,
             local_hostname=local_hostname,
         )
+        # Set once the session is open and the server offers PIPELINING.
+        self._stream: ReplyStream | None = None
 
     @property
     def is_open(self) -> bool:
+        if self._stream is not None:
+            return self._stream.is_open
         return self._client.is_connected
+
+    @property
+    def pipelining(self) -> bool:
+        return self._stream is not None
 
     @property
     def smtputf8(self) -> bool:
@@ -127,9 +142,12 @@ class SmtpSession:
         await self._ehlo()
         await self._maybe_starttls()
         await self._maybe_authenticate()
+        self._maybe_pipeline()
 
     async def send(self, sender: str, recipients: list[str], data: bytes) -> Transaction:
         """One transaction; a refused recipient does not stop the others."""
+        if self._stream is not None:
+            return await self._send_pipelined(self._stream, sender, recipients, data)
         result = Transaction()
         result.mail = await self._mail(sender, data)
         if not result.mail.is_success:
@@ -144,6 +162,9 @@ class SmtpSession:
 
     async def reset(self) -> None:
         """RSET after a refused transaction, so the session can be reused."""
+        if self._stream is not None:
+            await self._command(self._stream, b"RSET\r\n")
+            return
         try:
             await self._client.rset()
         except aiosmtplib.SMTPException as exc:
@@ -151,6 +172,9 @@ class SmtpSession:
 
     async def close(self) -> None:
         """QUIT politely when the server is still there; close the socket anyway."""
+        if self._stream is not None:
+            await self._quit_pipelined(self._stream)
+            return
         if self._client.is_connected:
             try:
                 await self._client.quit()
@@ -173,6 +197,76 @@ class SmtpSession:
                 f"the server refused the connection: {exc.code} {exc.message}",
                 Reply.parse(exc.code, exc.message),
             ) from exc
+
+    def _maybe_pipeline(self) -> None:
+        transport = self._client.transport
+        if self._client.supports_extension("pipelining") and transport is not None:
+            self._stream = ReplyStream.attach(transport)  # type: ignore[arg-type]
+
+    async def _send_pipelined(
+        self, stream: ReplyStream, sender: str, recipients: list[str], data: bytes
+    ) -> Transaction:
+        # RFC 2920 3.1: MAIL, every RCPT and DATA go in one write; the replies
+        # come back in the same order.
+        commands = [_mail_line(sender, self._mail_options(sender, data))]
+        commands += [f"RCPT TO:<{recipient}>" for recipient in recipients]
+        commands.append("DATA")
+        stream.write("".join(_checked(c) + "\r\n" for c in commands).encode())
+
+        result = Transaction()
+        replies = await self._replies(stream, len(recipients) + 2)
+        result.mail = replies[0]
+        result.rcpt = dict(zip(recipients, replies[1:-1], strict=True))
+        await self._finish_data(stream, result, replies[-1], data)
+        return result
+
+    async def _finish_data(
+        self, stream: ReplyStream, result: Transaction, start: Reply, data: bytes
+    ) -> None:
+        wanted = result.mail is not None and result.mail.is_success and result.accepted
+        if start.code != ReplyCode.start_input:
+            if wanted:
+                result.data = start
+            return
+        if not wanted:
+            # RFC 2920 3.1: a 354 with no valid recipient still needs the end
+            # of data; the server then refuses the empty transaction.
+            stream.write(b".\r\n")
+            await self._reply(stream)
+            return
+        stream.write(dot_stuff(data))
+        result.data = await self._reply(stream)
+
+    async def _reply(self, stream: ReplyStream) -> Reply:
+        [reply] = await self._replies(stream, 1)
+        return reply
+
+    async def _replies(self, stream: ReplyStream, count: int) -> list[Reply]:
+        try:
+            replies = await stream.read_many(count, self.endpoint.timeout)
+        except StreamClosed as exc:
+            raise SessionError(str(exc)) from None
+        for reply in replies:
+            if is_closing(reply):
+                raise SessionError("the server is closing the connection", reply)
+        return replies
+
+    async def _command(self, stream: ReplyStream, line: bytes) -> Reply:
+        try:
+            stream.write(line)
+        except StreamClosed as exc:
+            raise SessionError(str(exc)) from None
+        return await self._reply(stream)
+
+    async def _quit_pipelined(self, stream: ReplyStream) -> None:
+        if stream.is_open:
+            try:
+                stream.write(b"QUIT\r\n")
+                await stream.read(min(self.endpoint.timeout, 5.0))
+            except StreamClosed:
+                pass
+        stream.close()
+        self._client.close()
 
     async def _ehlo(self) -> None:
         # RFC 3207 4.2: after STARTTLS the client must forget what it knew and
@@ -295,6 +389,18 @@ def _disconnect_or_reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
     if reply.code == ReplyCode.service_unavailable:
         raise SessionError("the server is closing the connection", reply)
     return reply
+
+
+def _mail_line(sender: str, options: list[str]) -> str:
+    return " ".join([f"MAIL FROM:<{sender}>", *options])
+
+
+def _checked(command: str) -> str:
+    # Addresses were validated on the way in; this is the last line of
+    # defence against a CR or LF smuggling a second command (RFC 5321 2.3.8).
+    if "\r" in command or "\n" in command:
+        raise ValueError("an SMTP command may not contain CR or LF")
+    return command
 
 
 def _needs_smtputf8(sender: str, data: bytes) -> bool:

@@ -3,8 +3,9 @@
 Each session waits until its message's outcome is committed before it starts
 the next transaction, so at most one accepted-but-unrecorded message per
 session can exist at any moment (the unavoidable window of RFC 5321 6.1).
-Outcomes that arrive together, from the channel's other sessions, share one
-transaction: the cost of a commit is paid once per group, not per message.
+Outcomes of the channel's other sessions share the same transaction: a group
+is written as soon as every running session has joined it, or after
+``linger`` seconds, so the cost of a commit is paid once per group.
 """
 
 from __future__ import annotations
@@ -17,25 +18,36 @@ Round = tuple[Pending, int, Outcome]
 
 
 class OutcomeWriter:
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, linger: float = 0.002) -> None:
         self.outbox = outbox
+        self.linger = linger
+        self.sessions = 0
         self._waiting: list[tuple[Round, asyncio.Future[None]]] = []
+        self._full = asyncio.Event()
         self._flush: asyncio.Task[None] | None = None
 
     async def record(self, message: Pending, channel_id: int, outcome: Outcome):
         """Return once the outcome is committed; raise if the commit failed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(((message, channel_id, outcome), done))
+        if len(self._waiting) >= self.sessions:
+            self._full.set()
         if self._flush is None:
             self._flush = asyncio.ensure_future(self._flush_soon())
         await done
 
     async def _flush_soon(self) -> None:
-        # One turn of the loop lets every session whose reply is already in
-        # join this group.
-        await asyncio.sleep(0)
+        if not self._full.is_set():
+            try:
+                await asyncio.wait_for(self._full.wait(), self.linger)
+            except TimeoutError:
+                pass
         group, self._waiting = self._waiting, []
+        self._full.clear()
         self._flush = None
+        self._write(group)
+
+    def _write(self, group: list[tuple[Round, asyncio.Future[None]]]) -> None:
         try:
             self.outbox.record_many([round_ for round_, _ in group])
         except Exception as exc:  # noqa: BLE001 - handed to every waiter

@@ -144,9 +144,7 @@ def _server_certificate(
     """A server certificate for the loopback names, signed by the sandbox CA."""
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in DNS_NAMES]
     names += [x509.IPAddress(ip) for ip in IP_ADDRESSES]
-    builder = _base_builder(
-        _name("localhost"), ca_cert.subject, key.public_key(), now
-    )
+    builder = _base_builder(_name("localhost"), ca_cert.subject, key.public_key(), now)
     return (
         builder.add_extension(
             x509.BasicConstraints(ca=False, path_length=None), critical=True

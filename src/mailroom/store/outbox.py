@@ -28,6 +28,7 @@ from sqlalchemy import (
 from mailroom.clock import Clock
 from mailroom.delivery.limits import DAY, Send
 from mailroom.store import schema as t
+from mailroom.store.fastpath import PreparedSet
 from mailroom.store.states import MessageState, RecipientState
 
 LEASE = timedelta(minutes=5)
@@ -128,9 +129,9 @@ _UPDATE_RECIPIENT = (
     )
 )
 # Only a claimed message takes an outcome; anything else was changed meanwhile.
-_UPDATE_MESSAGE = (
+_UPDATE_MESSAGES = (
     update(t.messages)
-    .where(t.messages.c.id == bindparam("b_id"))
+    .where(t.messages.c.id.in_(bindparam("b_ids", expanding=True)))
     .where(t.messages.c.state == MessageState.sending)
     .values(
         state=bindparam("b_state"),
@@ -139,9 +140,19 @@ _UPDATE_MESSAGE = (
         claimed_by=None,
         updated_at=bindparam("b_now"),
         next_attempt_at=bindparam("b_next"),
-        attempts=bindparam("b_attempts"),
+        attempts=t.messages.c.attempts + bindparam("b_charge"),
         sent_at=bindparam("b_sent_at"),
     )
+)
+_ATTEMPT_COLUMNS = (
+    "message_id", "channel_id", "at", "stage", "recipient", "code", "enhanced",
+    "text", "reply_class", "rcpt_count",
+)
+_FAST = PreparedSet(
+    recipient=_UPDATE_RECIPIENT,
+    attempt=insert(t.attempts).values(
+        {name: bindparam(name) for name in _ATTEMPT_COLUMNS}
+    ),
 )
 
 
@@ -172,16 +183,15 @@ def _attempt_rows(
     ]
 
 
-def _message_row(message: Pending, outcome: Outcome, now: datetime) -> dict[str, Any]:
-    return {
-        "b_id": message.id,
-        "b_state": outcome.state,
-        "b_reason": outcome.reason,
-        "b_now": now,
-        "b_next": outcome.next_attempt_at or now,
-        "b_attempts": message.attempts + (1 if outcome.charge_attempt else 0),
-        "b_sent_at": now if outcome.state is MessageState.sent else None,
-    }
+def _message_values(outcome: Outcome, now: datetime) -> tuple[Any, ...]:
+    return (
+        ("b_state", str(outcome.state)),
+        ("b_reason", outcome.reason),
+        ("b_now", now),
+        ("b_next", outcome.next_attempt_at or now),
+        ("b_charge", 1 if outcome.charge_attempt else 0),
+        ("b_sent_at", now if outcome.state is MessageState.sent else None),
+    )
 
 
 class Outbox:
@@ -193,9 +203,11 @@ class Outbox:
 
     def accept(self, items: Sequence[NewMessage]) -> list[int]:
         """Commit messages and their recipients; returns their ids in order."""
+        if not items:
+            return []
         now = self.clock.now()
         with self.engine.begin() as conn:
-            ids = [self._insert_message(conn, item, now) for item in items]
+            ids = self._insert_messages(conn, items, now)
             rows = [
                 {
                     "message_id": msg_id,
@@ -210,24 +222,31 @@ class Outbox:
             conn.execute(insert(t.recipients), rows)
         return ids
 
-    def _insert_message(self, conn: Connection, item: NewMessage, now: datetime) -> int:
-        result = conn.execute(
-            insert(t.messages).values(
-                team_id=item.team_id,
-                channel_id=item.channel_id,
-                campaign_id=item.campaign_id,
-                message_id=item.message_id,
-                sender=item.sender,
-                content=item.content,
-                state=item.state,
-                reason=item.reason,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+    def _insert_messages(
+        self, conn: Connection, items: Sequence[NewMessage], now: datetime
+    ) -> list[int]:
+        rows = [
+            {
+                "team_id": item.team_id,
+                "channel_id": item.channel_id,
+                "campaign_id": item.campaign_id,
+                "message_id": item.message_id,
+                "sender": item.sender,
+                "content": item.content,
+                "state": item.state,
+                "reason": item.reason,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for item in items
+        ]
+        # One multi-row INSERT ... RETURNING, ids in the order given.
+        statement = insert(t.messages).returning(
+            t.messages.c.id, sort_by_parameter_order=True
         )
-        return int(result.inserted_primary_key[0])
+        return list(conn.scalars(statement, rows))
 
     # Claims and outcomes ---------------------------------------------------
 
@@ -372,18 +391,21 @@ class Outbox:
     def record_many(self, rounds: Sequence[tuple[Pending, int, Outcome]]) -> None:
         """Write several rounds' outcomes in one transaction (a group commit)."""
         now = self.clock.now()
-        recipients, attempts, messages = [], [], []
+        recipients, attempts = [], []
+        messages: dict[tuple[Any, ...], list[int]] = {}
         for message, channel_id, outcome in rounds:
             recipients += _recipient_rows(outcome, now)
             attempts += _attempt_rows(message.id, channel_id, outcome, now)
-            messages.append(_message_row(message, outcome, now))
+            messages.setdefault(_message_values(outcome, now), []).append(message.id)
 
         with self.engine.begin() as conn:
             if recipients:
-                conn.execute(_UPDATE_RECIPIENT, recipients)
+                _FAST.executemany(conn, "recipient", recipients)
             if attempts:
-                conn.execute(insert(t.attempts), attempts)
-            conn.execute(_UPDATE_MESSAGE, messages)
+                _FAST.executemany(conn, "attempt", attempts)
+            # Messages with the same outcome (most often: sent) share one UPDATE.
+            for values, ids in messages.items():
+                conn.execute(_UPDATE_MESSAGES, {**dict(values), "b_ids": ids})
             for message, _channel_id, outcome in rounds:
                 for address, reason in outcome.suppress:
                     self._suppress(conn, message.team_id, address, reason, now)
@@ -482,7 +504,7 @@ class Outbox:
             rows = conn.execute(
                 select(a.at, a.rcpt_count)
                 .where(a.channel_id == channel_id)
-                .where(a.stage == "mail")
+                .where(a.rcpt_count > 0)
                 .where(a.at > since)
                 .order_by(a.at)
             )
