@@ -68,8 +68,11 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
 
 def contacts(n: int) -> list[dict[str, str]]:
     return [
-        {"email": f"lead{i}@example.net", "first_name": f"Name{i}",
-         "company": f"Company {i}"}
+        {
+            "email": f"lead{i}@example.net",
+            "first_name": f"Name{i}",
+            "company": f"Company {i}",
+        }
         for i in range(n)
     ]
 
@@ -93,8 +96,20 @@ def bench_smtp_source(port: int, n: int) -> float:
     source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
     started = time.perf_counter()
     subprocess.run(
-        [source, "-s", "1", "-m", str(n), "-l", "2048", "-f", "ava@example.com",
-         "-t", "lead@example.net", f"127.0.0.1:{port}"],
+        [
+            source,
+            "-s",
+            "1",
+            "-m",
+            str(n),
+            "-l",
+            "2048",
+            "-f",
+            "ava@example.com",
+            "-t",
+            "lead@example.net",
+            f"127.0.0.1:{port}",
+        ],
         check=True,
     )
     return n / (time.perf_counter() - started)
@@ -104,18 +119,29 @@ def bench_mailroom(port: int, rows: list[dict[str, str]], connections: int):
     home = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
     mr = Mailroom.init(Settings(home, f"sqlite:///{home / 'mailroom.db'}"))
     team = mr.teams.add("bench", ["example.com"], ["ava@example.com"])
-    mr.channels.add(ChannelSpec(
-        name="sink", kind="smtp", team_id=team.id, host="127.0.0.1", port=port,
-        security=Security.none, domains=["example.com"], connections=connections,
-    ))
+    mr.channels.add(
+        ChannelSpec(
+            name="sink",
+            kind="smtp",
+            team_id=team.id,
+            host="127.0.0.1",
+            port=port,
+            security=Security.none,
+            domains=["example.com"],
+            connections=connections,
+        )
+    )
     csv = home / "contacts.csv"
-    csv.write_text("email,first_name,company\n" + "".join(
-        f"{r['email']},{r['first_name']},{r['company']}\n" for r in rows
-    ), encoding="utf-8")
+    csv.write_text(
+        "email,first_name,company\n"
+        + "".join(f"{r['email']},{r['first_name']},{r['company']}\n" for r in rows),
+        encoding="utf-8",
+    )
 
     started = time.perf_counter()
-    request = CampaignRequest("bench", "Ava <ava@example.com>", csv,
-                              MessageTemplate(SUBJECT, BODY, None))
+    request = CampaignRequest(
+        "bench", "Ava <ava@example.com>", csv, MessageTemplate(SUBJECT, BODY, None)
+    )
     launched = launch(mr, plan_campaign(mr, team, request))
     accepted = time.perf_counter()
     engine = mr.delivery(EngineOptions(batch=200))
@@ -155,9 +181,11 @@ def main() -> None:
         ("mailroom, 1 connection", one),
         (f"mailroom, {args.connections} connections", many),
     ):
-        print(f"{label:<40} {send:8.0f} msg/s delivering "
-              f"({send / plain:.2f}x smtplib), {total:.0f} msg/s including "
-              f"accepting the campaign ({accept:.2f}s)")
+        print(
+            f"{label:<40} {send:8.0f} msg/s delivering "
+            f"({send / plain:.2f}x smtplib), {total:.0f} msg/s including "
+            f"accepting the campaign ({accept:.2f}s)"
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ class Settings:
         return self.home / "secret.key"
 
     @classmethod
-    def from_env(cls, home: Path | None = None, database_url: str | None = None):
+    def from_env(
+        cls, home: Path | None = None, database_url: str | None = None
+    ) -> Settings:
         home = home or Path(os.environ.get(HOME_ENV) or Path.home() / ".mailroom")
         url = database_url or os.environ.get(DATABASE_ENV)
         return cls(home=home, database_url=url or f"sqlite:///{home / 'mailroom.db'}")

@@ -38,8 +38,11 @@ def run_demo(console: Console, examples: Path = EXAMPLES) -> int:
     console.print(_("data folder: {home}").format(home=home))
     password = Secret(secrets.token_urlsafe(18))
     with SandboxServer(home / "sandbox", password=password) as sandbox:
-        console.print(_("sandbox SMTP server on {host}:{port} (STARTTLS, AUTH)")
-                      .format(host=sandbox.host, port=sandbox.port))
+        console.print(
+            _("sandbox SMTP server on {host}:{port} (STARTTLS, AUTH)").format(
+                host=sandbox.host, port=sandbox.port
+            )
+        )
         mr = Mailroom.init(Settings(home, f"sqlite:///{home / 'mailroom.db'}"))
         try:
             return _campaign(mr, sandbox, password, examples, console)
@@ -59,8 +62,11 @@ def _campaign(
 
     team = mr.teams.add("Demo Sales", ["example.com"], ["sales@example.com"])
     channel = mr.channels.add(_channel_spec(team.id, sandbox, password))
-    console.print(_("channel {name}: {limits}").format(
-        name=channel.name, limits=channel.limits.describe()))
+    console.print(
+        _("channel {name}: {limits}").format(
+            name=channel.name, limits=channel.limits.describe()
+        )
+    )
 
     template = MessageTemplate(
         SUBJECT,
@@ -80,7 +86,9 @@ def _campaign(
     return 0
 
 
-def _channel_spec(team_id: int, sandbox: SandboxServer, password: Secret):
+def _channel_spec(
+    team_id: int, sandbox: SandboxServer, password: Secret
+) -> ChannelSpec:
     return ChannelSpec(
         name="sandbox",
         kind="sandbox",

@@ -70,7 +70,9 @@ def submit(mr: Mailroom, team: Team, request: OneOff) -> Accepted:
 
     suppressed = mr.teams.suppressed(team.id)
     envelope = _envelope(to, cc, bcc, suppressed)
-    skipped = [a.addr_spec for a in [*to, *cc, *bcc] if a.addr_spec.lower() in suppressed]
+    skipped = [
+        a.addr_spec for a in [*to, *cc, *bcc] if a.addr_spec.lower() in suppressed
+    ]
     if not envelope:
         raise InputError(
             "to",
@@ -78,12 +80,25 @@ def submit(mr: Mailroom, team: Team, request: OneOff) -> Accepted:
             "remove them from the suppression list if they asked to hear again",
         )
 
-    content = draft_content(sender, to, cc, request.subject, request.text, request.html,
-                            parse_address(request.reply_to, "reply_to") if request.reply_to else None)
+    content = draft_content(
+        sender,
+        to,
+        cc,
+        request.subject,
+        request.text,
+        request.html,
+        parse_address(request.reply_to, "reply_to") if request.reply_to else None,
+    )
     message = new_message(mr, team, channel, sender, content, envelope)
     [message_db_id] = mr.outbox.accept([message])
-    return Accepted(message_db_id, message.message_id, channel.name, message.state,
-                    message.reason, skipped)
+    return Accepted(
+        message_db_id,
+        message.message_id,
+        channel.name,
+        message.state,
+        message.reason,
+        skipped,
+    )
 
 
 def _check_member(team: Team, member: str) -> None:
@@ -95,7 +110,9 @@ def _check_member(team: Team, member: str) -> None:
         )
 
 
-def _envelope(to, cc, bcc, suppressed: set[str]) -> list[tuple[str, str]]:
+def _envelope(
+    to: list[Address], cc: list[Address], bcc: list[Address], suppressed: set[str]
+) -> list[tuple[str, str]]:
     seen: set[str] = set()
     envelope = []
     for kind, group in (("to", to), ("cc", cc), ("bcc", bcc)):
@@ -132,9 +149,15 @@ def draft_content(
     }
 
 
-def new_message(mr: Mailroom, team: Team, channel: Channel, sender: Address,
-                 content: dict[str, Any], envelope: list[tuple[str, str]],
-                 campaign_id: int | None = None) -> NewMessage:
+def new_message(
+    mr: Mailroom,
+    team: Team,
+    channel: Channel,
+    sender: Address,
+    content: dict[str, Any],
+    envelope: list[tuple[str, str]],
+    campaign_id: int | None = None,
+) -> NewMessage:
     content["date"] = mr.clock.now().isoformat()
     state, reason = initial_state(channel)
     return NewMessage(
@@ -152,5 +175,8 @@ def new_message(mr: Mailroom, team: Team, channel: Channel, sender: Address,
 
 def initial_state(channel: Channel) -> tuple[MessageState, str]:
     if channel.status is ChannelStatus.disconnected:
-        return MessageState.held, f"channel {channel.name} is disconnected: {channel.status_reason}"
+        return (
+            MessageState.held,
+            f"channel {channel.name} is disconnected: {channel.status_reason}",
+        )
     return MessageState.queued, ""

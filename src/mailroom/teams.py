@@ -9,6 +9,7 @@ from sqlalchemy import Engine, delete, insert, select
 from mailroom.clock import Clock
 from mailroom.errors import InputError, NotFoundError
 from mailroom.store import schema as t
+from mailroom.store.database import new_id
 
 
 @dataclass(slots=True)
@@ -33,7 +34,7 @@ class Teams:
             result = conn.execute(
                 insert(t.teams).values(name=name, created_at=self.clock.now())
             )
-            team_id = int(result.inserted_primary_key[0])
+            team_id = new_id(result)
         self.add_domains(team_id, domains)
         self.add_members(team_id, members)
         return self.get(name)

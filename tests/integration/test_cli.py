@@ -31,8 +31,13 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     assert invoke("init").exit_code == 0
     result = invoke(
-        "team", "add", "acme", "--domain", "example.com",
-        "--member", "alice@example.com",
+        "team",
+        "add",
+        "acme",
+        "--domain",
+        "example.com",
+        "--member",
+        "alice@example.com",
     )
     assert result.exit_code == 0, result.output
     return invoke
@@ -41,10 +46,23 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def channel(cli, sandbox_server: SandboxServer):
     result = cli(
-        "channel", "add", "sandbox", "--kind", "sandbox", "--host", "127.0.0.1",
-        "--port", str(sandbox_server.port), "--username", "sandbox",
-        "--domain", "example.com", "--ca-bundle", str(sandbox_server.ca_path),
-        "--password-stdin", stdin=PASSWORD + "\n",
+        "channel",
+        "add",
+        "sandbox",
+        "--kind",
+        "sandbox",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sandbox_server.port),
+        "--username",
+        "sandbox",
+        "--domain",
+        "example.com",
+        "--ca-bundle",
+        str(sandbox_server.ca_path),
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
     )
     assert result.exit_code == 0, result.output
     return "sandbox"
@@ -77,12 +95,34 @@ def test_channel_json_shows_settings_and_never_the_secret(
     ("args", "field"),
     [
         (["--kind", "nope", "--host", "h", "--domain", "example.com"], "kind"),
-        (["--kind", "smtp", "--host", "h", "--port", "70000",
-          "--domain", "example.com"], "port"),
+        (
+            [
+                "--kind",
+                "smtp",
+                "--host",
+                "h",
+                "--port",
+                "70000",
+                "--domain",
+                "example.com",
+            ],
+            "port",
+        ),
         (["--kind", "smtp", "--host", "h"], "domains"),
         (["--kind", "office365"], "owner"),
-        (["--kind", "smtp", "--host", "h", "--domain", "example.com",
-          "--per-minute", "0"], "per_minute"),
+        (
+            [
+                "--kind",
+                "smtp",
+                "--host",
+                "h",
+                "--domain",
+                "example.com",
+                "--per-minute",
+                "0",
+            ],
+            "per_minute",
+        ),
     ],
 )
 def test_bad_channel_input_names_the_field(cli, args: list[str], field: str) -> None:
@@ -103,8 +143,16 @@ def test_send_wait_delivers_and_message_show_has_the_history(
     cli, channel, sandbox_server: SandboxServer
 ) -> None:
     result = cli(
-        "send", "--from", "Alice 山田 <alice@example.com>", "--to", "bob@example.net",
-        "--subject", "見積もりのご案内", "--text", "こんにちは", "--wait",
+        "send",
+        "--from",
+        "Alice 山田 <alice@example.com>",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "見積もりのご案内",
+        "--text",
+        "こんにちは",
+        "--wait",
     )
 
     assert result.exit_code == 0, result.output
@@ -116,15 +164,24 @@ def test_send_wait_delivers_and_message_show_has_the_history(
     assert [r["state"] for r in shown["recipients"]] == ["sent"]
     [attempt] = shown["history"]
     assert (attempt["stage"], attempt["code"], attempt["class"]) == (
-        "data", 250, "success"
+        "data",
+        250,
+        "success",
     )
 
 
 def test_send_from_an_address_no_channel_covers_is_refused(cli, channel) -> None:
     cli("team", "add-member", "acme", "mallory@example.org")
     result = cli(
-        "send", "--from", "mallory@example.org", "--to", "bob@example.net",
-        "--subject", "x", "--text", "y",
+        "send",
+        "--from",
+        "mallory@example.org",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "x",
+        "--text",
+        "y",
     )
 
     assert result.exit_code == 2
@@ -133,8 +190,15 @@ def test_send_from_an_address_no_channel_covers_is_refused(cli, channel) -> None
 
 def test_header_injection_is_refused(cli, channel) -> None:
     result = cli(
-        "send", "--from", "alice@example.com", "--to", "bob@example.net",
-        "--subject", "hi\r\nBcc: victim@example.net", "--text", "y",
+        "send",
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "hi\r\nBcc: victim@example.net",
+        "--text",
+        "y",
     )
 
     assert result.exit_code == 2
@@ -156,9 +220,17 @@ def test_campaign_dry_run_previews_and_queues_nothing(
     )
 
     result = cli(
-        "campaign", "send", "--contacts", str(contacts), "--from",
-        "alice@example.com", "--subject", "Hi {{ first_name }}", "--text",
-        "Dear {{ first_name }}", "--dry-run",
+        "campaign",
+        "send",
+        "--contacts",
+        str(contacts),
+        "--from",
+        "alice@example.com",
+        "--subject",
+        "Hi {{ first_name }}",
+        "--text",
+        "Dear {{ first_name }}",
+        "--dry-run",
     )
 
     assert result.exit_code == 0, result.output
@@ -175,9 +247,17 @@ def test_campaign_send_wait_delivers_each_contact_once(
     contacts = write_contacts(tmp_path / "c.csv", 20)
 
     result = cli(
-        "campaign", "send", "--contacts", str(contacts), "--from",
-        "alice@example.com", "--subject", "Hi {{ first_name }}", "--text",
-        "Dear {{ first_name }}", "--wait",
+        "campaign",
+        "send",
+        "--contacts",
+        str(contacts),
+        "--from",
+        "alice@example.com",
+        "--subject",
+        "Hi {{ first_name }}",
+        "--text",
+        "Dear {{ first_name }}",
+        "--wait",
     )
 
     assert result.exit_code == 0, result.output
@@ -192,14 +272,33 @@ def test_campaign_larger_than_the_daily_quota_says_when_it_finishes(
     cli, tmp_path: Path
 ) -> None:
     cli(
-        "channel", "add", "small", "--kind", "smtp", "--host", "127.0.0.1",
-        "--port", "9", "--domain", "example.com", "--per-day", "10",
+        "channel",
+        "add",
+        "small",
+        "--kind",
+        "smtp",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--domain",
+        "example.com",
+        "--per-day",
+        "10",
     )
     contacts = write_contacts(tmp_path / "c.csv", 25)
 
     result = cli(
-        "campaign", "send", "--contacts", str(contacts), "--from",
-        "alice@example.com", "--subject", "Hi", "--text", "Dear {{ first_name }}",
+        "campaign",
+        "send",
+        "--contacts",
+        str(contacts),
+        "--from",
+        "alice@example.com",
+        "--subject",
+        "Hi",
+        "--text",
+        "Dear {{ first_name }}",
     )
 
     assert result.exit_code == 0, result.output

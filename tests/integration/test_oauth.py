@@ -23,9 +23,6 @@ import httpx
 import pytest
 from rich.console import Console
 from sqlalchemy import select
-from tests.support.oauth_server import REVOKED_TEXT, OAuthServer
-from tests.support.tls import TestCA
-from tests.support.xoauth2_smtp import XOAuth2Server
 
 from mailroom.channels.model import Channel, ChannelStatus
 from mailroom.channels.presets import PRESETS
@@ -42,6 +39,9 @@ from mailroom.secrets import Secret
 from mailroom.sending import OneOff, submit
 from mailroom.store import schema as t
 from mailroom.teams import Team
+from tests.support.oauth_server import REVOKED_TEXT, OAuthServer
+from tests.support.tls import TestCA
+from tests.support.xoauth2_smtp import XOAuth2Server
 
 OWNER: Final = "alice@example.com"
 BROWSER_THREAD: Final = "test-browser"

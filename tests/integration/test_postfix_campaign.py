@@ -30,7 +30,11 @@ class Cli:
     def run(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "mailroom", *args],
-            input=stdin, capture_output=True, text=True, env=self.env, timeout=300,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result
@@ -38,7 +42,10 @@ class Cli:
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "mailroom", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
         )
 
     def states(self) -> dict[str, int]:
@@ -54,13 +61,36 @@ class Cli:
 def cli(tmp_path: Path, postfix: PostfixInstance) -> Cli:
     cli = Cli(tmp_path / "home")
     cli.run("init")
-    cli.run("team", "add", "sales", "--domain", "example.com",
-            "--member", "sender@example.com")
     cli.run(
-        "channel", "add", "postfix", "--kind", "smtp", "--host", postfix.host,
-        "--port", str(postfix.port), "--security", "starttls",
-        "--username", postfix.username, "--ca-bundle", str(postfix.ca_path),
-        "--domain", "example.com", "--connections", "2", "--password-stdin",
+        "team",
+        "add",
+        "sales",
+        "--domain",
+        "example.com",
+        "--member",
+        "sender@example.com",
+    )
+    cli.run(
+        "channel",
+        "add",
+        "postfix",
+        "--kind",
+        "smtp",
+        "--host",
+        postfix.host,
+        "--port",
+        str(postfix.port),
+        "--security",
+        "starttls",
+        "--username",
+        postfix.username,
+        "--ca-bundle",
+        str(postfix.ca_path),
+        "--domain",
+        "example.com",
+        "--connections",
+        "2",
+        "--password-stdin",
         stdin=postfix.password + "\n",
     )
     return cli
@@ -74,10 +104,16 @@ def contacts(path: Path) -> Path:
 
 def queue_campaign(cli: Cli, tmp_path: Path) -> None:
     cli.run(
-        "campaign", "send", "--contacts", str(contacts(tmp_path / "leads.csv")),
-        "--from", "Sender <sender@example.com>",
-        "--subject", "{{ first_name }}, a question for {{ company }}",
-        "--text", "Hello {{ first_name }},\nさようなら and thanks.\n",
+        "campaign",
+        "send",
+        "--contacts",
+        str(contacts(tmp_path / "leads.csv")),
+        "--from",
+        "Sender <sender@example.com>",
+        "--subject",
+        "{{ first_name }}, a question for {{ company }}",
+        "--text",
+        "Hello {{ first_name }},\nさようなら and thanks.\n",
     )
 
 
@@ -144,4 +180,3 @@ def wait_until(condition, worker: subprocess.Popen[str], timeout: float = 120):
         assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
         assert time.monotonic() < deadline, "the worker made no progress"
         time.sleep(0.02)
-

@@ -19,6 +19,7 @@ from typing import Final
 
 import aiosmtplib
 import pytest
+
 from tests.support.postfix import PostfixInstance
 
 pytestmark = pytest.mark.postfix

@@ -19,14 +19,6 @@ from typing import Any, Final
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from tests.support.faults import FaultServer
-from tests.support.plugin import (
-    FAULT_PASSWORD,
-    FAULT_USERNAME,
-    SANDBOX_PASSWORD,
-    SANDBOX_USERNAME,
-)
-from tests.support.tls import TestCA, make_test_ca
 
 from mailroom.channels.model import Security
 from mailroom.delivery.probe import Direction, ProbeReport, probe, render_transcript
@@ -35,6 +27,14 @@ from mailroom.errors import InputError
 from mailroom.sandbox import SandboxServer
 from mailroom.sandbox.server import MAX_MESSAGE_SIZE
 from mailroom.secrets import PLACEHOLDER, Secret
+from tests.support.faults import FaultServer
+from tests.support.plugin import (
+    FAULT_PASSWORD,
+    FAULT_USERNAME,
+    SANDBOX_PASSWORD,
+    SANDBOX_USERNAME,
+)
+from tests.support.tls import TestCA, make_test_ca
 
 # Set, so the client never asks the resolver for our own name.
 CLIENT_NAME: Final = "client.example.com"

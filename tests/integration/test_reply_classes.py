@@ -28,10 +28,16 @@ from tests.support.tls import TestCA
 def channel(mr: Mailroom, team: Team, fault_server_tls: FaultServer, tls_ca: TestCA):
     return mr.channels.add(
         ChannelSpec(
-            name="relay", kind="smtp", team_id=team.id, host="127.0.0.1",
-            port=fault_server_tls.port, security=Security.starttls,
-            username=FAULT_USERNAME, secret=FAULT_PASSWORD,
-            domains=["example.com"], ca_bundle=str(tls_ca.ca_path),
+            name="relay",
+            kind="smtp",
+            team_id=team.id,
+            host="127.0.0.1",
+            port=fault_server_tls.port,
+            security=Security.starttls,
+            username=FAULT_USERNAME,
+            secret=FAULT_PASSWORD,
+            domains=["example.com"],
+            ca_bundle=str(tls_ca.ca_path),
         )
     )
 
@@ -62,7 +68,9 @@ def history(mr: Mailroom, message_id: int) -> list[tuple]:
     with mr.db.connect() as conn:
         return conn.execute(
             select(
-                t.attempts.c.stage, t.attempts.c.code, t.attempts.c.enhanced,
+                t.attempts.c.stage,
+                t.attempts.c.code,
+                t.attempts.c.enhanced,
                 t.attempts.c.reply_class,
             ).where(t.attempts.c.message_id == message_id)
         ).all()
@@ -88,7 +96,8 @@ async def test_transient_recipient_is_retried_with_backoff(
     assert "451 4.3.0" in row.reason
     assert row.next_attempt_at > clock.now() + timedelta(seconds=29)
     assert recipients(mr, msg) == {
-        "carol@example.net": "sent", "bob@example.net": "deferred"
+        "carol@example.net": "sent",
+        "bob@example.net": "deferred",
     }
     assert ("rcpt", 451, "4.3.0", "transient") in history(mr, msg)
 
@@ -159,8 +168,11 @@ async def test_auth_failure_disconnects_and_holds_until_new_credentials(
     [
         ("DATA", "550 5.4.5 Daily user sending quota exceeded"),
         ("DATA", "554 5.2.2 mailbox full; Submission quota exceeded"),
-        ("RCPT", "550 5.1.90 Your message can't be sent because you've reached "
-         "your daily limit for message recipients"),
+        (
+            "RCPT",
+            "550 5.1.90 Your message can't be sent because you've reached "
+            "your daily limit for message recipients",
+        ),
         ("MAIL", "454 Throttling failure: Daily message quota exceeded."),
     ],
 )
@@ -196,7 +208,9 @@ async def test_permanent_failure_bounces_one_recipient_and_suppresses_it(
     mr: Mailroom, team: Team, channel, fault_server_tls: FaultServer
 ) -> None:
     fault_server_tls.script(
-        "RCPT", "550 5.1.1 <nobody@example.net>: user unknown", match="nobody@example.net"
+        "RCPT",
+        "550 5.1.1 <nobody@example.net>: user unknown",
+        match="nobody@example.net",
     )
     msg = send(mr, team, "carol@example.net", "nobody@example.net")
 
@@ -204,7 +218,8 @@ async def test_permanent_failure_bounces_one_recipient_and_suppresses_it(
 
     assert message(mr, msg).state == "sent"
     assert recipients(mr, msg) == {
-        "carol@example.net": "sent", "nobody@example.net": "bounced"
+        "carol@example.net": "sent",
+        "nobody@example.net": "bounced",
     }
     assert mr.teams.suppressed(team.id) == {"nobody@example.net"}
     assert [txn.envelope_rcpts for txn in fault_server_tls.received] == [
@@ -212,8 +227,14 @@ async def test_permanent_failure_bounces_one_recipient_and_suppresses_it(
     ]
 
     again = submit(
-        mr, team, OneOff("alice@example.com", ["nobody@example.net", "eve@example.net"],
-                         "Again", text="x")
+        mr,
+        team,
+        OneOff(
+            "alice@example.com",
+            ["nobody@example.net", "eve@example.net"],
+            "Again",
+            text="x",
+        ),
     )
     assert again.suppressed == ["nobody@example.net"]
     assert list(recipients(mr, again.id)) == ["eve@example.net"]

@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import Any, AnyStr, Final, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from tests.support.tls import TestCA
 
 from mailroom.sandbox.server import LoopbackListener
 from mailroom.secrets import Secret
+from tests.support.tls import TestCA
 
 VERBS: Final = frozenset({"EHLO", "AUTH", "MAIL", "RCPT", "DATA"})
 ADDRESS_VERBS: Final = frozenset({"MAIL", "RCPT"})

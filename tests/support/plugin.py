@@ -24,11 +24,11 @@ from typing import Any, Final
 
 import aiosmtplib
 import pytest
-from tests.support.faults import FaultServer
-from tests.support.tls import TestCA, make_test_ca
 
 from mailroom.sandbox import SandboxServer
 from mailroom.secrets import Secret
+from tests.support.faults import FaultServer
+from tests.support.tls import TestCA, make_test_ca
 
 FAULT_USERNAME: Final = "user@example.com"
 FAULT_PASSWORD: Final = Secret("fake-password-1")

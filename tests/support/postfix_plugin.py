@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from tests.support.postfix import (
     INSTALL_HINT,
     PostfixInstance,

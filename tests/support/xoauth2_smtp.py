@@ -21,10 +21,10 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
-from tests.support.oauth_server import OAuthServer
-from tests.support.tls import TestCA
 
 from mailroom.sandbox.server import LoopbackListener
+from tests.support.oauth_server import OAuthServer
+from tests.support.tls import TestCA
 
 REFUSED: Final = "535 5.7.3 Authentication unsuccessful"
 # Google's XOAUTH2 error challenge (developers.google.com, XOAUTH2 protocol).

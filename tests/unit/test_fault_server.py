@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiosmtplib
 import pytest
+
 from tests.support.faults import FaultServer
 from tests.support.plugin import FAULT_PASSWORD, FAULT_USERNAME, connected
 from tests.support.tls import TestCA

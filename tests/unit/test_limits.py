@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -63,7 +64,7 @@ def test_min_interval_spaces_messages() -> None:
 
     times = drain(limiter, clock, 5)
 
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert gaps == [2.5, 2.5, 2.5, 2.5]
 
 

@@ -8,22 +8,24 @@ import email.policy
 import ipaddress
 import logging
 import mailbox
+import re
 import socket
 import ssl
 import stat
+import time
 from pathlib import Path
 
 import aiosmtplib
 import pytest
 from cryptography import x509
-from tests.support.plugin import SANDBOX_PASSWORD, SANDBOX_USERNAME, connected
-from tests.support.tls import TestCA
 
 from mailroom.clock import FakeClock
 from mailroom.errors import InputError
 from mailroom.sandbox import SandboxServer, ensure_certificate
 from mailroom.sandbox.server import MAX_MESSAGE_SIZE
 from mailroom.secrets import Secret
+from tests.support.plugin import SANDBOX_PASSWORD, SANDBOX_USERNAME, connected
+from tests.support.tls import TestCA
 
 # Set, so the client never asks the resolver for our own name.
 CLIENT_NAME = "client.example.com"
@@ -309,6 +311,35 @@ def test_stop_ends_open_connections(tmp_path: Path) -> None:
 
     assert greeting.startswith(b"220 ")
     assert closed == b""
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    """Read up to the last line of a reply (RFC 5321 4.2.1: code and space)."""
+    data = b""
+    while not re.search(rb"(?:^|\n)[0-9]{3} [^\n]*\n\Z", data):
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_stop_cuts_off_a_tls_peer_that_stays_silent(tmp_path: Path) -> None:
+    server = SandboxServer(tmp_path, password=SANDBOX_PASSWORD)
+    server.start()
+    context = ssl.create_default_context(cafile=server.ca_path)
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        for command in (b"EHLO client.example.com\r\n", b"STARTTLS\r\n"):
+            _read_reply(raw)
+            raw.sendall(command)
+        assert _read_reply(raw).startswith(b"220 ")
+        with context.wrap_socket(raw, server_hostname=server.host):
+            # The peer never reads, so it never answers the close_notify.
+            started = time.monotonic()
+            server.stop()
+            took = time.monotonic() - started
+
+    assert took < 5
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "localhost"])

@@ -28,6 +28,7 @@ from mailroom.delivery.limits import split_recipients
 from mailroom.errors import InputError
 from mailroom.sending import draft_content, new_message, route
 from mailroom.store import schema as t
+from mailroom.store.database import new_id
 from mailroom.store.states import MessageState
 from mailroom.teams import Team
 
@@ -170,7 +171,7 @@ def _create_campaign(mr: Mailroom, plan: CampaignPlan) -> int:
                 created_at=mr.clock.now(),
             )
         )
-    return int(result.inserted_primary_key[0])
+    return new_id(result)
 
 
 def estimate_finish(mr: Mailroom, channel: Channel) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from mailroom.secrets import Secret
 
@@ -78,7 +79,7 @@ class Channel:
     connections: int = 1
     status: ChannelStatus = ChannelStatus.connected
     status_reason: str = ""
-    paused_until: object = None
+    paused_until: datetime | None = None
     secret: Secret | None = None
 
     def may_send_as(self, address: str) -> bool:

@@ -133,4 +133,6 @@ def get_preset(kind: str) -> Preset:
         return PRESETS[kind]
     except KeyError:
         choices = ", ".join(PRESETS)
-        raise InputError("kind", f"unknown channel kind {kind!r}", f"use {choices}")
+        raise InputError(
+            "kind", f"unknown channel kind {kind!r}", f"use {choices}"
+        ) from None

@@ -14,6 +14,7 @@ from mailroom.clock import Clock
 from mailroom.errors import InputError, NotFoundError
 from mailroom.secrets import Cipher, Secret
 from mailroom.store import schema as t
+from mailroom.store.database import new_id
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
@@ -56,7 +57,7 @@ class ChannelRegistry:
                     **self._row(channel), created_at=now, updated_at=now
                 )
             )
-        channel.id = int(result.inserted_primary_key[0])
+        channel.id = new_id(result)
         return channel
 
     def get(self, channel_id: int) -> Channel:
@@ -80,7 +81,9 @@ class ChannelRegistry:
             raise NotFoundError(f"no channel named {name!r}")
         return self._channel(row)
 
-    def list(self, team_id: int | None = None, *, everything: bool = False):
+    def list(
+        self, team_id: int | None = None, *, everything: bool = False
+    ) -> list[Channel]:
         query = select(t.channels).order_by(t.channels.c.id)
         if not everything:
             query = query.where(
@@ -150,8 +153,9 @@ class ChannelRegistry:
             host=spec.host or preset.host,
             port=spec.port or preset.port,
             security=spec.security or preset.security,
-            username=spec.username if spec.username is not None else preset.username
-            or "",
+            username=spec.username
+            if spec.username is not None
+            else preset.username or "",
             owner=spec.owner.lower() if spec.owner else None,
             domains=[d.lower() for d in spec.domains],
             aliases=[a.lower() for a in spec.aliases],

@@ -74,22 +74,22 @@ def _requested(
     raise RoutingError(f"no channel named {name!r} for this team")
 
 
-def _personal(channels: Sequence[Channel], sender: str, member: str):
+def _personal(channels: Sequence[Channel], sender: str, member: str) -> Channel | None:
     for channel in channels:
-        if channel.scope is Scope.personal and channel.owner == member:
-            if channel.may_send_as(sender):
-                return channel
+        own = channel.scope is Scope.personal and channel.owner == member
+        if own and channel.may_send_as(sender):
+            return channel
     return None
 
 
-def _team(channels: Sequence[Channel], sender: str, member: str):
+def _team(channels: Sequence[Channel], sender: str, member: str) -> Channel | None:
     for channel in channels:
         if channel.scope is Scope.team and channel.may_send_as(sender):
             return channel
     return None
 
 
-def _platform(channels: Sequence[Channel], sender: str, member: str):
+def _platform(channels: Sequence[Channel], sender: str, member: str) -> Channel | None:
     for channel in channels:
         if channel.scope is Scope.platform:
             return channel

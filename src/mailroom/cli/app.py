@@ -45,6 +45,9 @@ def main_options(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # aiosmtpd's own logger (the sandbox server) logs envelope addresses at
+    # INFO and a deprecation notice at WARNING on every login.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 @app.command()
@@ -55,8 +58,11 @@ def init() -> None:
         Mailroom.init(settings).close()
     console.print(_("initialised {home}").format(home=settings.home))
     if not os.environ.get("MAILROOM_SECRET_KEY"):
-        console.print(_("secret key: {path} (keep it safe; back it up)").format(
-            path=settings.key_file))
+        console.print(
+            _("secret key: {path} (keep it safe; back it up)").format(
+                path=settings.key_file
+            )
+        )
 
 
 @app.command()

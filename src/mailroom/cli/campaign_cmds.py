@@ -35,8 +35,10 @@ File = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
 
 @app.command("send")
 def send(
-    contacts: Annotated[Path, typer.Option(exists=True, dir_okay=False,
-                                           help=_("CSV with an email column."))],
+    contacts: Annotated[
+        Path,
+        typer.Option(exists=True, dir_okay=False, help=_("CSV with an email column.")),
+    ],
     sender: Annotated[str, typer.Option("--from", help=_("Name <address>."))],
     subject: Annotated[str, typer.Option(help=_("Subject template."))],
     text_file: File = None,
@@ -54,45 +56,68 @@ def send(
         body_text = text_file.read_text("utf-8") if text_file else text
         body_html = html_file.read_text("utf-8") if html_file else None
         if body_text is None and body_html is None:
-            raise InputError("body", _("is empty"), _("pass --text-file or --html-file"))
+            raise InputError(
+                "body", _("is empty"), _("pass --text-file or --html-file")
+            )
         template = MessageTemplate(subject, body_text, body_html)
-        request = CampaignRequest(name or contacts.stem, sender, contacts, template,
-                                  channel)
+        request = CampaignRequest(
+            name or contacts.stem, sender, contacts, template, channel
+        )
         plan = plan_campaign(mr, pick_team(mr, team), request)
         _report_plan(plan)
         if dry_run:
             _show_previews(plan, previews)
             return
         launched = launch(mr, plan)
-        console.print(_("campaign {id} queued: {n} message(s) via channel {channel}")
-                      .format(id=launched.campaign_id, n=len(launched.message_ids),
-                              channel=plan.channel.name))
-        console.print(_("estimated finish: {at:%Y-%m-%d %H:%M:%S} UTC ({limits})")
-                      .format(at=launched.finish_at,
-                              limits=plan.channel.limits.describe()))
+        console.print(
+            _("campaign {id} queued: {n} message(s) via channel {channel}").format(
+                id=launched.campaign_id,
+                n=len(launched.message_ids),
+                channel=plan.channel.name,
+            )
+        )
+        console.print(
+            _("estimated finish: {at:%Y-%m-%d %H:%M:%S} UTC ({limits})").format(
+                at=launched.finish_at, limits=plan.channel.limits.describe()
+            )
+        )
         if wait:
             progress = deliver(mr, launched.message_ids)
             _summary(mr, launched.campaign_id, progress.elapsed)
 
 
 def _report_plan(plan: CampaignPlan) -> None:
-    console.print(_("{rows} row(s): {ready} ready, {bad} with problems, "
-                    "{dup} duplicate(s), {sup} suppressed").format(
-        rows=plan.total_rows, ready=len(plan.renders), bad=len(plan.problems),
-        dup=plan.duplicates, sup=plan.suppressed))
+    console.print(
+        _(
+            "{rows} row(s): {ready} ready, {bad} with problems, "
+            "{dup} duplicate(s), {sup} suppressed"
+        ).format(
+            rows=plan.total_rows,
+            ready=len(plan.renders),
+            bad=len(plan.problems),
+            dup=plan.duplicates,
+            sup=plan.suppressed,
+        )
+    )
     for problem in plan.problems:
-        console.print(_("  line {line}: {field}: {problem}").format(
-            line=problem.line, field=problem.field, problem=problem.problem),
-            markup=False)
+        console.print(
+            _("  line {line}: {field}: {problem}").format(
+                line=problem.line, field=problem.field, problem=problem.problem
+            ),
+            markup=False,
+        )
 
 
 def _show_previews(plan: CampaignPlan, count: int) -> None:
     for preview in plan.renders[:count]:
         console.rule(_("line {line}: {to}").format(line=preview.line, to=preview.to))
-        console.print(_("Subject: {subject}").format(subject=preview.rendered.subject),
-                      markup=False)
-        console.print(preview.rendered.text or preview.rendered.html or "",
-                      markup=False)
+        console.print(
+            _("Subject: {subject}").format(subject=preview.rendered.subject),
+            markup=False,
+        )
+        console.print(
+            preview.rendered.text or preview.rendered.html or "", markup=False
+        )
     console.print(_("dry run: nothing was queued or sent"))
 
 
@@ -100,13 +125,22 @@ def _summary(mr, campaign_id: int, elapsed: float) -> None:  # type: ignore[no-u
     view = campaign_view(mr, campaign_id) or {}
     states = view.get("states", {})
     sent = states.get("sent", 0)
-    console.print(_("sent {sent}, deferred {deferred}, held {held}, failed {failed}, "
-                    "bounced recipients {bounced}, suppressed {sup}; "
-                    "{elapsed:.1f}s, {rate:.1f} msg/s").format(
-        sent=sent, deferred=states.get("deferred", 0) + states.get("queued", 0),
-        held=states.get("held", 0), failed=states.get("failed", 0),
-        bounced=view.get("bounced_recipients", 0), sup=view.get("suppressed", 0),
-        elapsed=elapsed, rate=sent / elapsed if elapsed else 0.0))
+    console.print(
+        _(
+            "sent {sent}, deferred {deferred}, held {held}, failed {failed}, "
+            "bounced recipients {bounced}, suppressed {sup}; "
+            "{elapsed:.1f}s, {rate:.1f} msg/s"
+        ).format(
+            sent=sent,
+            deferred=states.get("deferred", 0) + states.get("queued", 0),
+            held=states.get("held", 0),
+            failed=states.get("failed", 0),
+            bounced=view.get("bounced_recipients", 0),
+            sup=view.get("suppressed", 0),
+            elapsed=elapsed,
+            rate=sent / elapsed if elapsed else 0.0,
+        )
+    )
 
 
 @app.command("status")
@@ -135,5 +169,8 @@ def _channel_id(mr, campaign_id: int) -> int:  # type: ignore[no-untyped-def]
     from mailroom.store import schema as t
 
     with mr.db.connect() as conn:
-        return int(conn.scalar(select(t.campaigns.c.channel_id).where(
-            t.campaigns.c.id == campaign_id)))
+        return int(
+            conn.scalar(
+                select(t.campaigns.c.channel_id).where(t.campaigns.c.id == campaign_id)
+            )
+        )

@@ -46,8 +46,9 @@ def _find(mr: Mailroom, team: str | None, name: str) -> Channel:
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help=_("A short name for the channel."))],
-    kind: Annotated[str, typer.Option(help=_("One of: {kinds}.").format(
-        kinds=", ".join(PRESETS)))],
+    kind: Annotated[
+        str, typer.Option(help=_("One of: {kinds}.").format(kinds=", ".join(PRESETS)))
+    ],
     team: TeamOpt = None,
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
@@ -81,17 +82,30 @@ def add(
             secret = Secret(read_secret(password_stdin, _("Password")))
         limits = _limits(per_minute, per_day, min_interval, max_recipients)
         spec = ChannelSpec(
-            name=name, kind=kind, team_id=team_id, host=host, port=port,
-            security=security, scope=Scope.platform if platform_default else scope,
-            username=username, secret=secret, owner=owner, domains=domain or [],
-            aliases=alias or [], limits=limits, ca_bundle=ca_bundle,
-            verify_tls=not insecure_skip_verify, connections=connections,
+            name=name,
+            kind=kind,
+            team_id=team_id,
+            host=host,
+            port=port,
+            security=security,
+            scope=Scope.platform if platform_default else scope,
+            username=username,
+            secret=secret,
+            owner=owner,
+            domains=domain or [],
+            aliases=alias or [],
+            limits=limits,
+            ca_bundle=ca_bundle,
+            verify_tls=not insecure_skip_verify,
+            connections=connections,
         )
         channel = mr.channels.add(spec)
     _warn(channel, preset.note)
-    console.print(_("added channel {name} ({kind}, {host}:{port})").format(
-        name=channel.name, kind=channel.kind, host=channel.host, port=channel.port
-    ))
+    console.print(
+        _("added channel {name} ({kind}, {host}:{port})").format(
+            name=channel.name, kind=channel.kind, host=channel.host, port=channel.port
+        )
+    )
 
 
 def _limits(*values: Any) -> dict[str, Any]:
@@ -101,9 +115,12 @@ def _limits(*values: Any) -> dict[str, Any]:
 
 def _warn(channel: Channel, note: str) -> None:
     if not channel.verify_tls:
-        errors.print(_("warning: certificate checks are off for {name}; anyone on "
-                       "the path can read its mail and password").format(
-                           name=channel.name))
+        errors.print(
+            _(
+                "warning: certificate checks are off for {name}; anyone on "
+                "the path can read its mail and password"
+            ).format(name=channel.name)
+        )
     if note:
         errors.print(_("note: {note}").format(note=_(note)))
 
@@ -117,17 +134,28 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
     if json:
         print_json([channel_view(c) for c in channels])
         return
-    table = Table(_("name"), _("kind"), _("scope"), _("server"), _("limits"),
-                  _("status"))
+    table = Table(
+        _("name"), _("kind"), _("scope"), _("server"), _("limits"), _("status")
+    )
     for c in channels:
         status = str(c.status) + (f": {c.status_reason}" if c.status_reason else "")
-        table.add_row(c.name, c.kind, str(c.scope), f"{c.host}:{c.port} "
-                      f"({c.security})", c.limits.describe(), status)
+        table.add_row(
+            c.name,
+            c.kind,
+            str(c.scope),
+            f"{c.host}:{c.port} ({c.security})",
+            c.limits.describe(),
+            status,
+        )
     console.print(table)
     for c in channels:
         if c.status == "disconnected":
-            errors.print(_("notice: channel {name} is disconnected and holds its "
-                           "mail: {reason}").format(name=c.name, reason=c.status_reason))
+            errors.print(
+                _(
+                    "notice: channel {name} is disconnected and holds its "
+                    "mail: {reason}"
+                ).format(name=c.name, reason=c.status_reason)
+            )
 
 
 @app.command("show")
@@ -164,9 +192,15 @@ def update(
     """Change settings; new credentials reconnect a disconnected channel."""
     with opened() as mr, friendly_errors():
         channel = _find(mr, team, name)
-        changes = _changes(channel, host=host, port=port, security=security,
-                           username=username, ca_bundle=ca_bundle,
-                           connections=connections)
+        changes = _changes(
+            channel,
+            host=host,
+            port=port,
+            security=security,
+            username=username,
+            ca_bundle=ca_bundle,
+            connections=connections,
+        )
         limits = _limits(per_minute, per_day, min_interval, max_recipients)
         if limits:
             changes["limits"] = type(channel.limits)(
@@ -179,8 +213,9 @@ def update(
         resumed = 0
         if was == "disconnected" and channel.status == "connected":
             resumed = mr.outbox.resume_channel(channel.id)
-            mr.outbox.add_event("channel-reconnected", "credentials updated",
-                                channel_id=channel.id)
+            mr.outbox.add_event(
+                "channel-reconnected", "credentials updated", channel_id=channel.id
+            )
     console.print(_("updated channel {name}").format(name=name))
     if resumed:
         console.print(_("{n} held message(s) queued again").format(n=resumed))
@@ -223,8 +258,11 @@ def test(
     if not report.ok:
         console.print(_("FAILED: {diagnosis}").format(diagnosis=report.diagnosis))
         raise typer.Exit(EXIT_FAILURE)
-    console.print(_("OK: {name} accepts mail from {sender}").format(
-        name=channel.name, sender=address))
+    console.print(
+        _("OK: {name} accepts mail from {sender}").format(
+            name=channel.name, sender=address
+        )
+    )
 
 
 def _any_sender(channel: Channel) -> str:

@@ -91,8 +91,9 @@ def _report(console: Console, result: Connected) -> None:
         done = _("reconnected channel {name} ({kind}) for {owner}")
     else:
         done = _("connected channel {name} ({kind}) for {owner}")
-    _say(console, done.format(name=channel.name, kind=channel.kind,
-                              owner=channel.owner))
+    _say(
+        console, done.format(name=channel.name, kind=channel.kind, owner=channel.owner)
+    )
     if result.resumed:
         _say(console, _("{n} held message(s) queued again").format(n=result.resumed))
 

@@ -23,14 +23,17 @@ def run_sandbox(port: int, folder: Path, password_stdin: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with SandboxServer(folder, port=port, password=password) as server:
-        console.print(_("sandbox SMTP on {host}:{port}, STARTTLS then AUTH as "
-                        "{user}").format(host=server.host, port=server.port,
-                                         user=server.username))
+        console.print(
+            _("sandbox SMTP on {host}:{port}, STARTTLS then AUTH as {user}").format(
+                host=server.host, port=server.port, user=server.username
+            )
+        )
         console.print(_("CA certificate: {ca}").format(ca=server.ca_path))
         console.print(_("Maildir: {path}").format(path=server.maildir_path))
         if generated:
             # Shown once on the operator's own terminal: it was made just now
             # and exists nowhere else.
-            console.print(_("password (this run only): {pw}").format(
-                pw=password.reveal()))
+            console.print(
+                _("password (this run only): {pw}").format(pw=password.reveal())
+            )
         stop.wait()

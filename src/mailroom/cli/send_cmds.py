@@ -56,16 +56,26 @@ def send(
     """Send one message through the right channel."""
     with opened() as mr, friendly_errors():
         request = OneOff(
-            sender=sender, to=to, subject=subject,
+            sender=sender,
+            to=to,
+            subject=subject,
             text=text_file.read_text("utf-8") if text_file else text,
             html=html_file.read_text("utf-8") if html_file else html,
-            cc=cc or [], bcc=bcc or [], reply_to=reply_to, channel=channel,
+            cc=cc or [],
+            bcc=bcc or [],
+            reply_to=reply_to,
+            channel=channel,
             member=member,
         )
         accepted = submit(mr, pick_team(mr, team), request)
-        console.print(_("accepted {mid} (id {id}) via channel {channel}: {state}")
-                      .format(mid=accepted.message_id, id=accepted.id,
-                              channel=accepted.channel, state=accepted.state))
+        console.print(
+            _("accepted {mid} (id {id}) via channel {channel}: {state}").format(
+                mid=accepted.message_id,
+                id=accepted.id,
+                channel=accepted.channel,
+                state=accepted.state,
+            )
+        )
         for address in accepted.suppressed:
             console.print(_("skipped suppressed recipient {a}").format(a=address))
         if accepted.reason:
@@ -73,8 +83,11 @@ def send(
         if wait:
             deliver(mr, [accepted.id])
             view = message_view(mr, accepted.id) or {}
-            console.print(_("{state}: {reason}").format(
-                state=view.get("state"), reason=view.get("reason")))
+            console.print(
+                _("{state}: {reason}").format(
+                    state=view.get("state"), reason=view.get("reason")
+                )
+            )
 
 
 @message_app.command("show")
@@ -91,15 +104,29 @@ def show(
     if json:
         print_json(view)
         return
-    for key in ("id", "message_id", "channel", "sender", "subject", "state",
-                "reason", "attempts", "next_attempt_at", "sent_at"):
+    for key in (
+        "id",
+        "message_id",
+        "channel",
+        "sender",
+        "subject",
+        "state",
+        "reason",
+        "attempts",
+        "next_attempt_at",
+        "sent_at",
+    ):
         console.print(f"{key}: {view[key]}", markup=False)
     for r in view["recipients"]:
-        console.print(f"  {r['kind']} {r['address']}: {r['state']} {r['reply']}",
-                      markup=False)
+        console.print(
+            f"  {r['kind']} {r['address']}: {r['state']} {r['reply']}", markup=False
+        )
     for a in view["history"]:
-        console.print(f"  {a['at']} {a['stage']} {a['recipient'] or ''} "
-                      f"{a['code'] or ''} {a['enhanced']} {a['text']}", markup=False)
+        console.print(
+            f"  {a['at']} {a['stage']} {a['recipient'] or ''} "
+            f"{a['code'] or ''} {a['enhanced']} {a['text']}",
+            markup=False,
+        )
 
 
 def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -110,14 +137,21 @@ def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if json:
         print_json({"counts": counts, "waiting": waiting})
         return
-    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-                  or _("the outbox is empty"))
+    console.print(
+        ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        or _("the outbox is empty")
+    )
     for row in waiting:
-        console.print(_("{id} {channel} {state} next {at:%Y-%m-%d %H:%M:%S} "
-                        "{reason}").format(id=row["id"], channel=row["channel"],
-                                           state=row["state"],
-                                           at=row["next_attempt_at"],
-                                           reason=row["reason"]), markup=False)
+        console.print(
+            _("{id} {channel} {state} next {at:%Y-%m-%d %H:%M:%S} {reason}").format(
+                id=row["id"],
+                channel=row["channel"],
+                state=row["state"],
+                at=row["next_attempt_at"],
+                reason=row["reason"],
+            ),
+            markup=False,
+        )
 
 
 def worker(

@@ -18,8 +18,11 @@ def _domains(values: list[str]) -> list[str]:
     checked = []
     for value in values:
         if "@" in value or "." not in value or " " in value:
-            raise InputError("domain", _("{value!r} is not a domain").format(
-                value=value), _("e.g. example.com"))
+            raise InputError(
+                "domain",
+                _("{value!r} is not a domain").format(value=value),
+                _("e.g. example.com"),
+            )
         checked.append(value.lower())
     return checked
 
@@ -37,8 +40,11 @@ def add(
     """Add a team with its sending domains and members."""
     with opened() as mr, friendly_errors():
         team = mr.teams.add(name, _domains(domain), _members(member))
-    console.print(_("added team {name}: {domains}; {n} member(s)").format(
-        name=team.name, domains=", ".join(team.domains), n=len(team.members)))
+    console.print(
+        _("added team {name}: {domains}; {n} member(s)").format(
+            name=team.name, domains=", ".join(team.domains), n=len(team.members)
+        )
+    )
 
 
 @app.command("add-member")
@@ -46,8 +52,9 @@ def add_member(name: str, member: list[str]) -> None:
     """Add members (by email address) to a team."""
     with opened() as mr, friendly_errors():
         team = mr.teams.get(name)
-        mr.teams.add_members(team.id, [m for m in _members(member)
-                                       if m not in team.members])
+        mr.teams.add_members(
+            team.id, [m for m in _members(member) if m not in team.members]
+        )
     console.print(_("updated team {name}").format(name=name))
 
 
@@ -56,8 +63,12 @@ def show(name: str, json: Annotated[bool, typer.Option("--json")] = False) -> No
     """Show a team's domains, members and suppression list size."""
     with opened() as mr, friendly_errors():
         team = mr.teams.get(name)
-        view = {"name": team.name, "domains": team.domains, "members": team.members,
-                "suppressed": sorted(mr.teams.suppressed(team.id))}
+        view = {
+            "name": team.name,
+            "domains": team.domains,
+            "members": team.members,
+            "suppressed": sorted(mr.teams.suppressed(team.id)),
+        }
     if json:
         print_json(view)
         return

@@ -96,7 +96,9 @@ def find_message(mr: Mailroom, ref: str) -> int | None:
     """A message by database id or by its Message-ID header."""
     with mr.db.connect() as conn:
         if ref.isdigit():
-            return conn.scalar(select(t.messages.c.id).where(t.messages.c.id == int(ref)))
+            return conn.scalar(
+                select(t.messages.c.id).where(t.messages.c.id == int(ref))
+            )
         wanted = ref if ref.startswith("<") else f"<{ref}>"
         return conn.scalar(
             select(t.messages.c.id).where(t.messages.c.message_id == wanted)
@@ -117,8 +119,13 @@ def waiting_view(mr: Mailroom, limit: int = 50) -> list[dict[str, Any]]:
     with mr.db.connect() as conn:
         rows = conn.execute(
             select(
-                m.id, m.message_id, m.state, m.reason, m.next_attempt_at,
-                m.attempts, t.channels.c.name.label("channel"),
+                m.id,
+                m.message_id,
+                m.state,
+                m.reason,
+                m.next_attempt_at,
+                m.attempts,
+                t.channels.c.name.label("channel"),
             )
             .join(t.channels)
             .where(m.state.in_(["queued", "deferred", "held", "sending"]))

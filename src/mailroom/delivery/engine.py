@@ -10,6 +10,7 @@ worker killed at any moment loses nothing that was accepted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from mailroom.delivery.outcome import ChannelSignal, RoundResult, finish
 from mailroom.delivery.policy import RetryPolicy
 from mailroom.delivery.render import render_message
 from mailroom.delivery.replies import Reply, ReplyClass, describe
-from mailroom.delivery.writer import OutcomeWriter
 from mailroom.delivery.transport import (
     AuthRefused,
     Endpoint,
@@ -31,6 +31,7 @@ from mailroom.delivery.transport import (
     SmtpSession,
     TokenSource,
 )
+from mailroom.delivery.writer import OutcomeWriter
 from mailroom.errors import ChannelAuthError, ChannelConnectError
 from mailroom.store.outbox import Outbox, Outcome, Pending, PendingRecipient
 from mailroom.store.states import MessageState
@@ -128,10 +129,8 @@ class Engine:
         if stop is None:
             await self.clock.sleep(max(wait, 0.0))
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.0))
-        except TimeoutError:
-            pass
 
 
 class _Link:
@@ -243,9 +242,7 @@ class ChannelRunner:
         at = self.clock.now()
         data = render_message(message, session.smtputf8, session.eight_bit)
         try:
-            txn = await session.send(
-                message.sender, [r.address for r in group], data
-            )
+            txn = await session.send(message.sender, [r.address for r in group], data)
         except SessionError as exc:
             await link.close()
             self._broken_session(result, exc)
@@ -317,11 +314,15 @@ class ChannelRunner:
         result.failure = Reply(554, "5.4.7", reason)
         for recipient in message.recipients:
             result.states[recipient.id] = ("failed", reason)  # type: ignore[assignment]
-        self.outbox.record(message, self.channel.id, Outcome(
-            state=MessageState.failed,
-            reason=reason,
-            recipient_states=result.states,
-        ))
+        self.outbox.record(
+            message,
+            self.channel.id,
+            Outcome(
+                state=MessageState.failed,
+                reason=reason,
+                recipient_states=result.states,
+            ),
+        )
         return True
 
     # Limits --------------------------------------------------------------------

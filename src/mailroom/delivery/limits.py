@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, TypeVar
 
 from mailroom.channels.model import Limits
 from mailroom.errors import InputError
@@ -110,7 +110,10 @@ class RateLimiter:
         return max(now, self._last + timedelta(seconds=gap))
 
 
-def split_recipients(recipients: list[str], limit: int | None) -> list[list[str]]:
+T = TypeVar("T")
+
+
+def split_recipients(recipients: list[T], limit: int | None) -> list[list[T]]:
     """Recipients in groups of at most ``limit``, one SMTP transaction each."""
     if not limit or len(recipients) <= limit:
         return [recipients]

@@ -78,9 +78,7 @@ class RoundResult:
 
     def _refused(self, recipient: PendingRecipient, reply: Reply) -> None:
         reply_class = classify(reply)
-        self.attempts.append(
-            _attempt("rcpt", reply, None, recipient=recipient.address)
-        )
+        self.attempts.append(_attempt("rcpt", reply, None, recipient=recipient.address))
         if reply_class is ReplyClass.permanent:
             self.states[recipient.id] = (RecipientState.bounced, str(reply))
             self.suppress.append((recipient.address, f"bounced: {reply}"))

@@ -25,11 +25,11 @@ class RetryPolicy:
     def retry_delay(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``; full jitter on the top half."""
         ceiling = min(self.max_delay, self.first_delay * 2 ** max(0, attempts - 1))
-        return ceiling * self.rng.uniform(0.5, 1.0)
+        return float(ceiling * self.rng.uniform(0.5, 1.0))
 
     def pause(self, strikes: int) -> float:
         """How long a channel rests after ``strikes`` throttling replies in a row."""
-        return min(self.max_pause, self.first_pause * 2 ** max(0, strikes - 1))
+        return float(min(self.max_pause, self.first_pause * 2 ** max(0, strikes - 1)))
 
     def expired(self, created_at: datetime, now: datetime) -> bool:
         return now - created_at >= self.lifetime

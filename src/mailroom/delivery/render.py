@@ -12,8 +12,11 @@ from mailroom.store.outbox import Pending
 
 def render_message(message: Pending, smtputf8: bool, eight_bit: bool) -> bytes:
     """Build the message as accepted, encoded for what the server offers."""
-    return build_message(to_draft(message.sender, message.message_id, message.content),
-                         smtputf8=smtputf8, eight_bit=eight_bit)
+    return build_message(
+        to_draft(message.sender, message.message_id, message.content),
+        smtputf8=smtputf8,
+        eight_bit=eight_bit,
+    )
 
 
 def to_draft(sender: str, message_id: str, content: dict[str, Any]) -> Draft:

@@ -8,6 +8,7 @@ mailroom's tree with a message that says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -144,7 +145,9 @@ class SmtpSession:
         await self._maybe_authenticate()
         self._maybe_pipeline()
 
-    async def send(self, sender: str, recipients: list[str], data: bytes) -> Transaction:
+    async def send(
+        self, sender: str, recipients: list[str], data: bytes
+    ) -> Transaction:
         """One transaction; a refused recipient does not stop the others."""
         if self._stream is not None:
             return await self._send_pipelined(self._stream, sender, recipients, data)
@@ -176,10 +179,8 @@ class SmtpSession:
             await self._quit_pipelined(self._stream)
             return
         if self._client.is_connected:
-            try:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await self._client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                pass
         self._client.close()
 
     async def _connect(self) -> None:
@@ -340,7 +341,9 @@ class SmtpSession:
     async def _mail(self, sender: str, data: bytes) -> Reply:
         options = self._mail_options(sender, data)
         try:
-            response = await self._client.mail(sender, options=options, encoding="utf-8")
+            response = await self._client.mail(
+                sender, options=options, encoding="utf-8"
+            )
         except aiosmtplib.SMTPSenderRefused as exc:
             return Reply.parse(exc.code, exc.message)
         except aiosmtplib.SMTPResponseException as exc:

@@ -11,6 +11,7 @@ is written as soon as every running session has joined it, or after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from mailroom.store.outbox import Outbox, Outcome, Pending
 
@@ -26,7 +27,7 @@ class OutcomeWriter:
         self._full = asyncio.Event()
         self._flush: asyncio.Task[None] | None = None
 
-    async def record(self, message: Pending, channel_id: int, outcome: Outcome):
+    async def record(self, message: Pending, channel_id: int, outcome: Outcome) -> None:
         """Return once the outcome is committed; raise if the commit failed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(((message, channel_id, outcome), done))
@@ -38,10 +39,8 @@ class OutcomeWriter:
 
     async def _flush_soon(self) -> None:
         if not self._full.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self.linger)
-            except TimeoutError:
-                pass
         group, self._waiting = self._waiting, []
         self._full.clear()
         self._flush = None
@@ -50,7 +49,7 @@ class OutcomeWriter:
     def _write(self, group: list[tuple[Round, asyncio.Future[None]]]) -> None:
         try:
             self.outbox.record_many([round_ for round_, _ in group])
-        except Exception as exc:  # noqa: BLE001 - handed to every waiter
+        except Exception as exc:
             for _, done in group:
                 done.set_exception(exc)
             return

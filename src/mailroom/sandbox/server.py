@@ -140,6 +140,8 @@ class LoopbackListener:
 
     def start(self) -> None:
         """Run the listener on a new event loop in a daemon thread."""
+        if self._loop is not None:
+            raise RuntimeError("the listener is already running")
         loop = asyncio.new_event_loop()
         thread = threading.Thread(
             target=loop.run_forever, name="mailroom-smtp-listener", daemon=True

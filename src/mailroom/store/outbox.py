@@ -145,8 +145,16 @@ _UPDATE_MESSAGES = (
     )
 )
 _ATTEMPT_COLUMNS = (
-    "message_id", "channel_id", "at", "stage", "recipient", "code", "enhanced",
-    "text", "reply_class", "rcpt_count",
+    "message_id",
+    "channel_id",
+    "at",
+    "stage",
+    "recipient",
+    "code",
+    "enhanced",
+    "text",
+    "reply_class",
+    "rcpt_count",
 )
 _FAST = PreparedSet(
     recipient=_UPDATE_RECIPIENT,
@@ -285,8 +293,12 @@ class Outbox:
             conn.execute(
                 insert(t.events),
                 [
-                    {"at": now, "message_id": i, "kind": "interrupted",
-                     "detail": INTERRUPTED}
+                    {
+                        "at": now,
+                        "message_id": i,
+                        "kind": "interrupted",
+                        "detail": INTERRUPTED,
+                    }
                     for i in ids
                 ],
             )
@@ -327,9 +339,7 @@ class Outbox:
         query = (
             select(t.messages.c.id)
             .where(t.messages.c.channel_id == channel_id)
-            .where(
-                t.messages.c.state.in_([MessageState.queued, MessageState.deferred])
-            )
+            .where(t.messages.c.state.in_([MessageState.queued, MessageState.deferred]))
             .where(t.messages.c.next_attempt_at <= now)
             .order_by(t.messages.c.next_attempt_at, t.messages.c.id)
             .limit(limit)
@@ -343,7 +353,12 @@ class Outbox:
         m = t.messages.c
         rows = conn.execute(
             select(
-                m.id, m.team_id, m.message_id, m.sender, m.content, m.attempts,
+                m.id,
+                m.team_id,
+                m.message_id,
+                m.sender,
+                m.content,
+                m.attempts,
                 m.created_at,
             )
             .where(m.id.in_(ids))
@@ -463,9 +478,7 @@ class Outbox:
                 update(t.messages)
                 .where(t.messages.c.channel_id == channel_id)
                 .where(
-                    t.messages.c.state.in_(
-                        [MessageState.queued, MessageState.deferred]
-                    )
+                    t.messages.c.state.in_([MessageState.queued, MessageState.deferred])
                 )
                 .where(t.messages.c.next_attempt_at < when)
                 .values(next_attempt_at=when, reason=reason, updated_at=now)
@@ -515,15 +528,14 @@ class Outbox:
         if not channel_ids:
             return None
         with self.engine.connect() as conn:
-            return conn.scalar(
+            due: datetime | None = conn.scalar(
                 select(func.min(t.messages.c.next_attempt_at))
                 .where(t.messages.c.channel_id.in_(list(channel_ids)))
                 .where(
-                    t.messages.c.state.in_(
-                        [MessageState.queued, MessageState.deferred]
-                    )
+                    t.messages.c.state.in_([MessageState.queued, MessageState.deferred])
                 )
             )
+            return due
 
     def count_unsettled(self, ids: Sequence[int] | None = None) -> int:
         waiting = [
