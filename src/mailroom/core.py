@@ -3,6 +3,9 @@ hold to reach teams, channels, the outbox and the delivery engine."""
 
 from __future__ import annotations
 
+from sqlalchemy import make_url
+from sqlalchemy.exc import OperationalError
+
 from mailroom.channels.registry import ChannelRegistry
 from mailroom.clock import Clock, SystemClock
 from mailroom.config import Settings
@@ -18,15 +21,24 @@ class NotInitialisedError(MailroomError):
     """The data folder or database has not been set up."""
 
 
+class DatabaseUnavailableError(MailroomError):
+    """The database cannot be reached or opened."""
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit to print: any password replaced by ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 class Mailroom:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.db = open_engine(settings.database_url)
-        if not is_initialised(self.db):
+        if not self._initialised():
             self.db.dispose()
             raise NotInitialisedError(
-                f"no mailroom database at {settings.database_url}; "
+                f"no mailroom database at {shown_url(settings.database_url)}; "
                 "run `mailroom init` first"
             )
         upgrade(self.db)
@@ -42,6 +54,20 @@ class Mailroom:
         from mailroom.oauth import install
 
         install(self)
+
+    def _initialised(self) -> bool:
+        try:
+            return is_initialised(self.db)
+        except OperationalError as exc:
+            # The driver's text may name the server but never the password,
+            # which shown_url hides; only the first line is useful.
+            first_line = str(exc.orig).splitlines()[0] if exc.orig else ""
+            raise DatabaseUnavailableError(
+                f"cannot open the database at "
+                f"{shown_url(self.settings.database_url)}: {first_line} (run "
+                "`mailroom init` first, or check MAILROOM_HOME and "
+                "MAILROOM_DATABASE_URL)"
+            ) from None
 
     @classmethod
     def init(cls, settings: Settings, clock: Clock | None = None) -> Mailroom:

@@ -309,3 +309,30 @@ def test_campaign_larger_than_the_daily_quota_says_when_it_finishes(
     finish = datetime.fromisoformat(status["estimated_finish"])
     assert finish - datetime.now(UTC) > timedelta(days=1, hours=23)
     assert f"estimated finish: {finish:%Y-%m-%d %H:%M}" in result.output
+
+
+def test_a_command_before_init_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILROOM_HOME", str(tmp_path / "nowhere" / "home"))
+    monkeypatch.delenv("MAILROOM_DATABASE_URL", raising=False)
+
+    result = CliRunner().invoke(app, ["channel", "list"])
+
+    assert result.exit_code == 1
+    assert "mailroom init" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unreachable_database_never_shows_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILROOM_HOME", str(tmp_path))
+    url = "postgresql+psycopg://bob:fake-db-password@127.0.0.1:1/nothing"
+    monkeypatch.setenv("MAILROOM_DATABASE_URL", url)
+
+    result = CliRunner().invoke(app, ["queue"])
+
+    assert result.exit_code == 1
+    assert "cannot open the database" in result.output
+    assert "fake-db-password" not in result.output
