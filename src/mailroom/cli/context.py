@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from mailroom.config import Settings
-from mailroom.core import DatabaseUnavailableError, Mailroom, NotInitialisedError
+from mailroom.core import Mailroom, NotInitialisedError
 from mailroom.errors import InputError, MailroomError, NotFoundError, RoutingError
 from mailroom.i18n import _
 
