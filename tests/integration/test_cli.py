@@ -336,3 +336,47 @@ def test_an_unreachable_database_never_shows_its_password(
     assert result.exit_code == 1
     assert "cannot open the database" in result.output
     assert "fake-db-password" not in result.output
+
+
+def test_cancel_withdraws_waiting_mail_and_not_sent_mail(
+    cli, channel, tmp_path: Path, sandbox_server: SandboxServer
+) -> None:
+    sent = cli(
+        "send",
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "x",
+        "--text",
+        "y",
+        "--wait",
+    )
+    assert sent.exit_code == 0, sent.output
+    contacts = write_contacts(tmp_path / "c.csv", 5)
+    cli(
+        "campaign",
+        "send",
+        "--contacts",
+        str(contacts),
+        "--from",
+        "alice@example.com",
+        "--subject",
+        "Hi",
+        "--text",
+        "Dear {{ first_name }}",
+    )
+
+    late = cli("message", "cancel", "1")
+    whole = cli("campaign", "cancel", "1")
+    worked = cli("worker", "--until-idle")
+
+    assert late.exit_code == 1
+    assert "sent and can no longer be cancelled" in late.output
+    assert whole.exit_code == 0
+    assert "cancelled 5 message(s)" in whole.output
+    assert worked.exit_code == 0
+    assert len(sandbox_server.delivered()) == 1
+    status = json.loads(cli("campaign", "status", "1", "--json").stdout)
+    assert status["states"] == {"cancelled": 5}

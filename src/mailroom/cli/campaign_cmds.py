@@ -143,6 +143,16 @@ def _summary(mr, campaign_id: int, elapsed: float) -> None:  # type: ignore[no-u
     )
 
 
+@app.command("cancel")
+def cancel(campaign_id: int) -> None:
+    """Withdraw every message of a campaign that has not gone out yet."""
+    with opened() as mr, friendly_errors():
+        if campaign_view(mr, campaign_id) is None:
+            fail(_("no campaign {id}").format(id=campaign_id), 2)
+        count = mr.outbox.cancel(campaign_id=campaign_id)
+    console.print(_("cancelled {n} message(s)").format(n=count))
+
+
 @app.command("status")
 def status(
     campaign_id: int,

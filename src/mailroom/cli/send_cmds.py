@@ -129,6 +129,24 @@ def show(
         )
 
 
+@message_app.command("cancel")
+def cancel(ref: Annotated[str, typer.Argument(help=_("Id or Message-ID."))]) -> None:
+    """Withdraw a message that has not gone out yet."""
+    with opened() as mr, friendly_errors():
+        found = find_message(mr, ref)
+        if found is None:
+            fail(_("no message {ref}").format(ref=ref), 2)
+        cancelled = mr.outbox.cancel(message_id=found)
+        state = (message_view(mr, found) or {}).get("state")
+    if not cancelled:
+        fail(
+            _("message {ref} is {state} and can no longer be cancelled").format(
+                ref=ref, state=state
+            )
+        )
+    console.print(_("cancelled message {ref}").format(ref=ref))
+
+
 def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What is waiting, why, and when it is tried next."""
     with opened() as mr, friendly_errors():

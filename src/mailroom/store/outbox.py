@@ -29,7 +29,7 @@ from mailroom.clock import Clock
 from mailroom.delivery.limits import DAY, Send
 from mailroom.store import schema as t
 from mailroom.store.fastpath import PreparedSet
-from mailroom.store.states import MessageState, RecipientState
+from mailroom.store.states import MessageState, RecipientState, sources_of
 
 LEASE = timedelta(minutes=5)
 WORKER_HOST = socket.gethostname()
@@ -452,6 +452,44 @@ class Outbox:
                     created_at=now,
                 )
             )
+
+    def cancel(
+        self, *, message_id: int | None = None, campaign_id: int | None = None
+    ) -> int:
+        """Withdraw waiting messages (one, or a campaign's); returns how many.
+
+        A message already being sent, or settled, is left as it is.
+        """
+        m = t.messages.c
+        query = select(m.id).where(m.state.in_(sources_of(MessageState.cancelled)))
+        if message_id is not None:
+            query = query.where(m.id == message_id)
+        if campaign_id is not None:
+            query = query.where(m.campaign_id == campaign_id)
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            ids = list(conn.scalars(query))
+            if ids:
+                self._cancel_ids(conn, ids, now)
+        return len(ids)
+
+    def _cancel_ids(self, conn: Connection, ids: list[int], now: datetime) -> None:
+        waiting = [RecipientState.queued, RecipientState.deferred]
+        conn.execute(
+            update(t.messages)
+            .where(t.messages.c.id.in_(ids))
+            .values(
+                state=MessageState.cancelled,
+                reason="cancelled before it was sent",
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            update(t.recipients)
+            .where(t.recipients.c.message_id.in_(ids))
+            .where(t.recipients.c.state.in_(waiting))
+            .values(state=RecipientState.cancelled, updated_at=now)
+        )
 
     # Channel-wide changes --------------------------------------------------
 
