@@ -55,7 +55,7 @@ def test_a_domain_no_channel_covers_goes_to_the_platform_relay() -> None:
 
 
 def test_without_a_relay_such_a_sender_is_refused_with_the_reason() -> None:
-    with pytest.raises(RoutingError, match="no channel may send as bob@example.org"):
+    with pytest.raises(RoutingError, match=r"no channel may send as bob@example\.org"):
         choose_channel([TEAM, ALICE], "bob@example.org")
 
 
@@ -66,7 +66,7 @@ def test_a_channel_asked_for_by_name_wins() -> None:
 
 
 def test_someone_elses_mailbox_is_refused_like_send_as_denied() -> None:
-    with pytest.raises(SenderNotAllowedError, match="alice@example.com's own"):
+    with pytest.raises(SenderNotAllowedError, match=r"alice@example\.com.s own"):
         choose_channel(
             [ALICE],
             "bob@example.com",
@@ -86,5 +86,5 @@ def test_the_owner_may_not_send_as_an_address_the_mailbox_does_not_own() -> None
 
 
 def test_a_team_channel_refuses_another_domain() -> None:
-    with pytest.raises(SenderNotAllowedError, match="sends only from example.com"):
+    with pytest.raises(SenderNotAllowedError, match=r"sends only from example\.com"):
         choose_channel([TEAM], "bob@example.org", requested="team")
