@@ -7,6 +7,7 @@ short window, and time every MAIL FROM where the server receives it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -90,7 +91,7 @@ def test_min_interval_holds_on_the_servers_clock(
 
     asyncio.run(real_mr.delivery().run(until_idle=True))
 
-    gaps = [b - a for a, b in zip(timing.mail_times, timing.mail_times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(timing.mail_times)]
     assert len(timing.mail_times) == 6
     # The server's clock, not ours: allow the scheduler a few milliseconds.
     assert min(gaps) >= 0.29
