@@ -3,6 +3,8 @@ hold to reach teams, channels, the outbox and the delivery engine."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -25,6 +27,19 @@ class DatabaseUnavailableError(MailroomError):
     """The database cannot be reached or opened."""
 
 
+def _refuse_missing_sqlite_file(settings: Settings) -> None:
+    # Opening a SQLite file creates it; a command run before `init` must not
+    # leave an empty database behind.
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return
+    if url.database != ":memory:" and not Path(url.database).exists():
+        raise NotInitialisedError(
+            f"no mailroom database at {url.database}; run `mailroom init` first "
+            "(or check MAILROOM_HOME and MAILROOM_DATABASE_URL)"
+        )
+
+
 def shown_url(url: str) -> str:
     """A database URL fit to print: any password replaced by ***."""
     return make_url(url).render_as_string(hide_password=True)
@@ -34,6 +49,7 @@ class Mailroom:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        _refuse_missing_sqlite_file(settings)
         self.db = open_engine(settings.database_url)
         if not self._initialised():
             self.db.dispose()

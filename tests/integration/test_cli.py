@@ -319,9 +319,10 @@ def test_a_command_before_init_says_what_to_do(
 
     result = CliRunner().invoke(app, ["channel", "list"])
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "mailroom init" in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_an_unreachable_database_never_shows_its_password(
@@ -380,3 +381,58 @@ def test_cancel_withdraws_waiting_mail_and_not_sent_mail(
     assert len(sandbox_server.delivered()) == 1
     status = json.loads(cli("campaign", "status", "1", "--json").stdout)
     assert status["states"] == {"cancelled": 5}
+
+
+def test_a_channel_must_send_from_the_teams_own_domains(cli) -> None:
+    result = cli(
+        "channel",
+        "add",
+        "x",
+        "--kind",
+        "smtp",
+        "--host",
+        "127.0.0.1",
+        "--domain",
+        "example.net",
+    )
+
+    assert result.exit_code == 2
+    assert "example.net is not a sending domain of this team" in result.output
+    assert "team add-domain" in result.output
+
+
+def test_send_wait_gives_up_waiting_for_a_server_that_is_down(cli) -> None:
+    cli(
+        "channel",
+        "add",
+        "down",
+        "--kind",
+        "smtp",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9",
+        "--security",
+        "none",
+        "--domain",
+        "example.com",
+    )
+
+    result = cli(
+        "send",
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "x",
+        "--text",
+        "y",
+        "--wait",
+        "--wait-timeout",
+        "5",
+    )
+
+    assert result.exit_code == 1
+    assert "cannot reach the server" in result.output
+    assert "mailroom worker" in result.output

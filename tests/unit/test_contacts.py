@@ -112,10 +112,22 @@ def test_required_fields_must_be_filled() -> None:
     assert result.contacts == []
 
 
-def test_required_column_missing_from_header_is_a_row_problem() -> None:
-    result = load_contacts(csv_bytes("email", "a@example.com"), required={"first"})
+def test_a_field_no_column_holds_is_one_error_naming_the_columns() -> None:
+    with pytest.raises(InputError) as caught:
+        load_contacts(
+            csv_bytes("email,first_name", "a@example.com,Ann"), required={"firstname"}
+        )
 
-    assert result.problems == [RowProblem(2, "first", "required field is empty")]
+    assert caught.value.field == "template"
+    assert "{{ firstname }}" in caught.value.problem
+    assert "email, first_name" in caught.value.fix
+
+
+def test_a_semicolon_separated_file_gets_a_hint() -> None:
+    with pytest.raises(InputError) as caught:
+        load_contacts(csv_bytes("email;first_name", "a@example.com;Ann"))
+
+    assert "semicolons" in caught.value.fix
 
 
 def test_duplicates_are_counted_and_the_first_kept() -> None:

@@ -64,6 +64,7 @@ def load_contacts(
     rows = _numbered_rows(text, name)
     _, header = next(rows, (1, []))
     columns = _columns(header, name)
+    _check_fields(set(required), columns, name)
 
     result = ContactList([], [], 0, 0)
     seen: set[str] = set()
@@ -134,13 +135,29 @@ def _columns(header: list[str], name: str) -> list[str]:
     lowered = [column.lower() for column in columns]
     if _EMAIL not in lowered:
         problem = f"{name} has no '{_EMAIL}' column"
-        raise InputError(_EMAIL, problem, "name the address column 'email'")
+        fix = "name the address column 'email'"
+        if len(columns) == 1 and ";" in columns[0]:
+            fix = "separate the columns with commas, not semicolons"
+        raise InputError(_EMAIL, problem, fix)
 
     repeated = {c for c in columns if c and columns.count(c) > 1}
     if repeated or lowered.count(_EMAIL) > 1:
         problem = f"{name} repeats the column {sorted(repeated) or [_EMAIL]}"
         raise InputError(name, problem, "give every column its own name")
     return columns
+
+
+def _check_fields(required: set[str], columns: list[str], name: str) -> None:
+    # A field the template reads that no column holds is a mistake in the
+    # template or the header, not in every row: say so once.
+    missing = sorted(required - set(columns))
+    if missing:
+        uses = ", ".join("{{ " + field + " }}" for field in missing)
+        raise InputError(
+            "template",
+            f"uses {uses} but {name} has no such column",
+            f"the columns are: {', '.join(columns)}",
+        )
 
 
 # --------------------------------------------------------------- checking

@@ -24,7 +24,7 @@ from mailroom.campaigns.contacts import (
 from mailroom.campaigns.template import MessageTemplate, Rendered
 from mailroom.channels.model import Channel
 from mailroom.core import Mailroom
-from mailroom.delivery.limits import split_recipients
+from mailroom.delivery.limits import RateLimiter, split_recipients
 from mailroom.errors import InputError
 from mailroom.sending import draft_content, new_message, route
 from mailroom.store import schema as t
@@ -68,7 +68,7 @@ class CampaignPlan:
 class Launched:
     campaign_id: int
     message_ids: list[int]
-    finish_at: datetime
+    finish_at: datetime | None
 
 
 def plan_campaign(mr: Mailroom, team: Team, request: CampaignRequest) -> CampaignPlan:
@@ -123,8 +123,20 @@ def _render_all(plan: CampaignPlan) -> None:
 def _display_name(fields: dict[str, str]) -> str:
     if fields.get("name"):
         return fields["name"].strip()
-    parts = [fields.get("first_name", ""), fields.get("last_name", "")]
-    return " ".join(p.strip() for p in parts if p and p.strip())
+    first = fields.get("first_name", "").strip()
+    last = fields.get("last_name", "").strip()
+    # Japanese, Chinese and Korean names put the family name first.
+    parts = [last, first] if _is_cjk(first + last) else [first, last]
+    return " ".join(p for p in parts if p)
+
+
+def _is_cjk(text: str) -> bool:
+    return any(
+        "\u3040" <= ch <= "\u30ff"  # kana
+        or "\u3400" <= ch <= "\u9fff"  # CJK ideographs
+        or "\uac00" <= ch <= "\ud7af"  # hangul
+        for ch in text
+    )
 
 
 def launch(mr: Mailroom, plan: CampaignPlan) -> Launched:
@@ -174,12 +186,13 @@ def _create_campaign(mr: Mailroom, plan: CampaignPlan) -> int:
     return new_id(result)
 
 
-def estimate_finish(mr: Mailroom, channel: Channel) -> datetime:
-    """When the channel's waiting mail will be through, given its limits."""
-    from mailroom.delivery.limits import RateLimiter
-
-    limiter = RateLimiter(channel.limits, mr.outbox.history(channel.id))
+def estimate_finish(mr: Mailroom, channel: Channel) -> datetime | None:
+    """When the channel's waiting mail will be through, given its limits;
+    ``None`` when nothing is waiting."""
     batches = _waiting_batches(mr, channel)
+    if not batches:
+        return None
+    limiter = RateLimiter(channel.limits, mr.outbox.history(channel.id))
     return limiter.finish_time(mr.clock.now(), batches)
 
 

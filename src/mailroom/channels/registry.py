@@ -50,6 +50,7 @@ class ChannelRegistry:
     def add(self, spec: ChannelSpec) -> Channel:
         channel = self._resolve(spec)
         self._check_unique(channel)
+        self._check_team(channel)
         now = self.clock.now()
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -167,6 +168,28 @@ class ChannelRegistry:
         )
         _check_channel(channel)
         return channel
+
+    def _check_team(self, channel: Channel) -> None:
+        """A team channel covers the team's own domains; a mailbox, a member."""
+        if channel.team_id is None:
+            return
+        with self.engine.connect() as conn:
+            domains = set(
+                conn.scalars(
+                    select(t.team_domains.c.domain).where(
+                        t.team_domains.c.team_id == channel.team_id
+                    )
+                )
+            )
+            members = set(
+                conn.scalars(
+                    select(t.members.c.address).where(
+                        t.members.c.team_id == channel.team_id
+                    )
+                )
+            )
+        _check_domains(channel, domains)
+        _check_owner(channel, members)
 
     def _check_unique(self, channel: Channel) -> None:
         try:
@@ -288,3 +311,22 @@ def _check_limits(limits: Limits) -> None:
             raise InputError(name, "must be a positive number", "leave it unset")
     if limits.min_interval is not None and limits.min_interval < 0:
         raise InputError("min_interval", "cannot be negative", "use 0 or more")
+
+
+def _check_domains(channel: Channel, team_domains: set[str]) -> None:
+    foreign = sorted(set(channel.domains) - team_domains)
+    if foreign:
+        raise InputError(
+            "domains",
+            f"{', '.join(foreign)} is not a sending domain of this team",
+            "add it first with `mailroom team add-domain`",
+        )
+
+
+def _check_owner(channel: Channel, members: set[str]) -> None:
+    if channel.scope is Scope.personal and channel.owner not in members:
+        raise InputError(
+            "owner",
+            f"{channel.owner} is not a member of this team",
+            "add the mailbox's owner with `mailroom team add-member`",
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -88,4 +89,7 @@ def demo(
 
 
 def main() -> None:
+    # Authlib announces on import a move to a package not yet released; it is
+    # noise for a person at a terminal (the test suite tracks it separately).
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,7 @@ from mailroom.cli.context import (
     pick_team,
     print_json,
 )
-from mailroom.cli.send_cmds import deliver
+from mailroom.cli.send_cmds import WaitTimeout, deliver
 from mailroom.cli.views import campaign_view
 from mailroom.errors import InputError
 from mailroom.i18n import _
@@ -50,6 +51,7 @@ def send(
     dry_run: Annotated[bool, typer.Option(help=_("Preview, send nothing."))] = False,
     previews: Annotated[int, typer.Option(help=_("Previews in a dry run."))] = 3,
     wait: Annotated[bool, typer.Option(help=_("Deliver now and wait."))] = False,
+    wait_timeout: WaitTimeout = 600.0,
 ) -> None:
     """Queue a personalized message to every good row of a contact list."""
     with opened() as mr, friendly_errors():
@@ -76,13 +78,9 @@ def send(
                 channel=plan.channel.name,
             )
         )
-        console.print(
-            _("estimated finish: {at:%Y-%m-%d %H:%M:%S} UTC ({limits})").format(
-                at=launched.finish_at, limits=plan.channel.limits.describe()
-            )
-        )
+        _report_finish(plan, launched.finish_at)
         if wait:
-            progress = deliver(mr, launched.message_ids)
+            progress = deliver(mr, launched.message_ids, wait_timeout)
             _summary(mr, launched.campaign_id, progress.elapsed)
 
 
@@ -94,7 +92,7 @@ def _report_plan(plan: CampaignPlan) -> None:
         ).format(
             rows=plan.total_rows,
             ready=len(plan.renders),
-            bad=len(plan.problems),
+            bad=len({p.line for p in plan.problems}),
             dup=plan.duplicates,
             sup=plan.suppressed,
         )
@@ -106,6 +104,22 @@ def _report_plan(plan: CampaignPlan) -> None:
             ),
             markup=False,
         )
+
+
+def _report_finish(plan: CampaignPlan, finish_at: datetime | None) -> None:
+    if finish_at is None:
+        console.print(
+            _(
+                "channel {name} is disconnected: the campaign is held until its "
+                "credentials are updated"
+            ).format(name=plan.channel.name)
+        )
+        return
+    console.print(
+        _("estimated finish: {at:%Y-%m-%d %H:%M:%S} UTC ({limits})").format(
+            at=finish_at, limits=plan.channel.limits.describe()
+        )
+    )
 
 
 def _show_previews(plan: CampaignPlan, count: int) -> None:
@@ -165,7 +179,8 @@ def status(
             fail(_("no campaign {id}").format(id=campaign_id), 2)
         channel = mr.channels.get(_channel_id(mr, campaign_id))
         view["channel"] = channel.name
-        view["estimated_finish"] = estimate_finish(mr, channel)
+        waiting = {"queued", "deferred", "sending"} & set(view["states"])
+        view["estimated_finish"] = estimate_finish(mr, channel) if waiting else None
     if json:
         print_json(view)
         return

@@ -131,16 +131,24 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
     with opened() as mr, friendly_errors():
         team_id = pick_team(mr, team).id if (team or mr.teams.only()) else None
         channels = mr.channels.list(team_id, everything=team_id is None)
+        teams = _team_names(mr, channels)
     if json:
-        print_json([channel_view(c) for c in channels])
+        print_json([channel_view(c, teams.get(c.team_id)) for c in channels])
         return
     table = Table(
-        _("name"), _("kind"), _("scope"), _("server"), _("limits"), _("status")
+        _("name"),
+        _("team"),
+        _("kind"),
+        _("scope"),
+        _("server"),
+        _("limits"),
+        _("status"),
     )
     for c in channels:
         status = str(c.status) + (f": {c.status_reason}" if c.status_reason else "")
         table.add_row(
             c.name,
+            teams.get(c.team_id) or _("(platform)"),
             c.kind,
             str(c.scope),
             f"{c.host}:{c.port} ({c.security})",
@@ -158,11 +166,17 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
             )
 
 
+def _team_names(mr: Mailroom, channels: list[Channel]) -> dict[int | None, str]:
+    ids = {c.team_id for c in channels if c.team_id is not None}
+    return {team_id: mr.teams.by_id(team_id).name for team_id in ids}
+
+
 @app.command("show")
 def show(name: str, team: TeamOpt = None, json: JsonOpt = False) -> None:
     """Show one channel's settings and status (never its secret)."""
     with opened() as mr, friendly_errors():
-        view = channel_view(_find(mr, team, name))
+        channel = _find(mr, team, name)
+        view = channel_view(channel, _team_names(mr, [channel]).get(channel.team_id))
     if json:
         print_json(view)
         return

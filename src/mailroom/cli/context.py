@@ -18,8 +18,9 @@ from mailroom.core import Mailroom, NotInitialisedError
 from mailroom.errors import InputError, MailroomError, NotFoundError, RoutingError
 from mailroom.i18n import _
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# soft_wrap: long lines stay whole in logs and pipes instead of breaking at 80.
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Exit statuses: 0 success, 1 a failure to do the job, 2 bad input.
 EXIT_FAILURE = 1

@@ -60,6 +60,8 @@ class DeliveryProgress:
     ) -> None:
         if self._bar is not None:
             self._bar.stop()
+        elif self.counts:
+            self._plain_line()
 
     def __call__(self, message: Pending, outcome: Outcome) -> None:
         if self.watch is not None and message.id not in self.watch:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from mailroom.cli.context import (
+    EXIT_FAILURE,
     console,
     fail,
     friendly_errors,
@@ -28,12 +30,20 @@ message_app = typer.Typer(help=_("Look at one message."))
 TextFile = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
 
 
-def deliver(mr: Mailroom, ids: list[int]) -> DeliveryProgress:
-    """Deliver in this process until the given messages settle or are held."""
+WaitTimeout = Annotated[
+    float,
+    typer.Option(help=_("Seconds --wait waits at most; the worker sends the rest.")),
+]
+
+
+def deliver(mr: Mailroom, ids: list[int], timeout: float) -> DeliveryProgress:
+    """Deliver in this process until the given messages settle or are held,
+    or until none of them can go within ``timeout`` seconds."""
     progress = DeliveryProgress(len(ids), set(ids))
+    deadline = mr.clock.now() + timedelta(seconds=timeout)
     with progress:
         engine = mr.delivery(on_outcome=progress)
-        asyncio.run(engine.run(watch=ids))
+        asyncio.run(engine.run(watch=ids, deadline=deadline))
     return progress
 
 
@@ -52,6 +62,7 @@ def send(
     team: Annotated[str | None, typer.Option()] = None,
     member: Annotated[str | None, typer.Option(help=_("Sending member."))] = None,
     wait: Annotated[bool, typer.Option(help=_("Deliver now and wait."))] = False,
+    wait_timeout: WaitTimeout = 120.0,
 ) -> None:
     """Send one message through the right channel."""
     with opened() as mr, friendly_errors():
@@ -81,13 +92,19 @@ def send(
         if accepted.reason:
             console.print(accepted.reason)
         if wait:
-            deliver(mr, [accepted.id])
-            view = message_view(mr, accepted.id) or {}
-            console.print(
-                _("{state}: {reason}").format(
-                    state=view.get("state"), reason=view.get("reason")
-                )
-            )
+            deliver(mr, [accepted.id], wait_timeout)
+            _report_wait(message_view(mr, accepted.id) or {})
+
+
+def _report_wait(view: dict[str, Any]) -> None:
+    console.print(
+        _("{state}: {reason}").format(state=view["state"], reason=view["reason"]),
+        markup=False,
+    )
+    if view["state"] in ("queued", "deferred"):
+        console.print(_("it stays queued; `mailroom worker` will send it"))
+    if view["state"] != "sent":
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @message_app.command("show")
@@ -161,11 +178,11 @@ def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     )
     for row in waiting:
         console.print(
-            _("{id} {channel} {state} next {at:%Y-%m-%d %H:%M:%S} {reason}").format(
+            _("{id} {channel} {state} next {at} {reason}").format(
                 id=row["id"],
                 channel=row["channel"],
                 state=row["state"],
-                at=row["next_attempt_at"],
+                at=_when(row["next_attempt_at"]),
                 reason=row["reason"],
             ),
             markup=False,
@@ -192,3 +209,7 @@ async def _work(mr: Mailroom, until_idle: bool) -> None:
     with DeliveryProgress(mr.outbox.count_unsettled()) as progress:
         engine = mr.delivery(on_outcome=progress)
         await engine.run(until_idle=until_idle, stop=stop)
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "-"

@@ -58,6 +58,16 @@ def add_member(name: str, member: list[str]) -> None:
     console.print(_("updated team {name}").format(name=name))
 
 
+@app.command("add-domain")
+def add_domain(name: str, domain: list[str]) -> None:
+    """Add sending domains to a team."""
+    with opened() as mr, friendly_errors():
+        team = mr.teams.get(name)
+        new = [d for d in _domains(domain) if d not in team.domains]
+        mr.teams.add_domains(team.id, new)
+    console.print(_("updated team {name}").format(name=name))
+
+
 @app.command("show")
 def show(name: str, json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show a team's domains, members and suppression list size."""

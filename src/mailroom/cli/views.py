@@ -13,12 +13,14 @@ from sqlalchemy import func, select
 from mailroom.channels.model import Channel
 from mailroom.core import Mailroom
 from mailroom.store import schema as t
+from mailroom.store.states import SETTLED
 
 
-def channel_view(channel: Channel) -> dict[str, Any]:
+def channel_view(channel: Channel, team: str | None = None) -> dict[str, Any]:
     limits = channel.limits
     return {
         "name": channel.name,
+        "team": team,
         "kind": channel.kind,
         "host": channel.host,
         "port": channel.port,
@@ -70,7 +72,7 @@ def message_view(mr: Mailroom, message_db_id: int) -> dict[str, Any] | None:
         "state": row.state,
         "reason": row.reason,
         "attempts": row.attempts,
-        "next_attempt_at": row.next_attempt_at,
+        "next_attempt_at": None if row.state in SETTLED else row.next_attempt_at,
         "created_at": row.created_at,
         "sent_at": row.sent_at,
         "recipients": [
@@ -132,7 +134,16 @@ def waiting_view(mr: Mailroom, limit: int = 50) -> list[dict[str, Any]]:
             .order_by(m.next_attempt_at, m.id)
             .limit(limit)
         ).all()
-    return [dict(row._mapping) for row in rows]
+    return [_explained(dict(row._mapping)) for row in rows]
+
+
+def _explained(row: dict[str, Any]) -> dict[str, Any]:
+    # Held mail waits for a person, not a time; plain queued mail for its turn.
+    if row["state"] == "held":
+        row["next_attempt_at"] = None
+    elif not row["reason"]:
+        row["reason"] = "waiting for its turn"
+    return row
 
 
 def campaign_view(mr: Mailroom, campaign_id: int) -> dict[str, Any] | None:

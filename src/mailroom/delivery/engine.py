@@ -78,20 +78,30 @@ class Engine:
         until_idle: bool = False,
         watch: Sequence[int] | None = None,
         stop: asyncio.Event | None = None,
+        deadline: datetime | None = None,
     ) -> None:
         """Deliver until stopped; or until nothing is due (``until_idle``); or
-        until the messages in ``watch`` have all settled or are held."""
+        until the messages in ``watch`` have all settled or are held, or none
+        of them can go before ``deadline``."""
         recovered = self.outbox.recover()
         if recovered:
             log.warning("requeued %d message(s) left by a stopped worker", recovered)
 
         while not (stop and stop.is_set()):
             worked = await self.run_once()
-            if watch is not None and self.outbox.count_unsettled(watch) == 0:
+            if watch is not None and self._watch_done(watch, deadline):
                 return
             if until_idle and watch is None and not worked:
                 return
             await self._idle(stop)
+
+    def _watch_done(self, watch: Sequence[int], deadline: datetime | None) -> bool:
+        if self.outbox.count_unsettled(watch) == 0:
+            return True
+        if deadline is None:
+            return False
+        due = self.outbox.next_due_of(watch)
+        return self.clock.now() >= deadline or (due is not None and due > deadline)
 
     async def run_once(self) -> bool:
         """One pass over every channel with due mail; True if any was tried."""

@@ -575,6 +575,17 @@ class Outbox:
             )
             return due
 
+    def next_due_of(self, ids: Sequence[int]) -> datetime | None:
+        """The earliest time one of these waiting messages is due."""
+        m = t.messages.c
+        with self.engine.connect() as conn:
+            due: datetime | None = conn.scalar(
+                select(func.min(m.next_attempt_at))
+                .where(m.id.in_(list(ids)))
+                .where(m.state.in_([MessageState.queued, MessageState.deferred]))
+            )
+            return due
+
     def count_unsettled(self, ids: Sequence[int] | None = None) -> int:
         waiting = [
             MessageState.queued,
