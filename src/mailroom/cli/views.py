@@ -49,8 +49,13 @@ def channel_view(channel: Channel, team: str | None = None) -> dict[str, Any]:
 def message_view(mr: Mailroom, message_db_id: int) -> dict[str, Any] | None:
     with mr.db.connect() as conn:
         row = conn.execute(
-            select(t.messages, t.channels.c.name.label("channel"))
+            select(
+                t.messages,
+                t.channels.c.name.label("channel"),
+                t.message_contents.c.content,
+            )
             .join(t.channels)
+            .join(t.message_contents)
             .where(t.messages.c.id == message_db_id)
         ).first()
         if row is None:

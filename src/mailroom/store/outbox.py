@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 
@@ -240,7 +241,6 @@ class Outbox:
                 "campaign_id": item.campaign_id,
                 "message_id": item.message_id,
                 "sender": item.sender,
-                "content": item.content,
                 "state": item.state,
                 "reason": item.reason,
                 "attempts": 0,
@@ -254,7 +254,13 @@ class Outbox:
         statement = insert(t.messages).returning(
             t.messages.c.id, sort_by_parameter_order=True
         )
-        return list(conn.scalars(statement, rows))
+        ids = list(conn.scalars(statement, rows))
+        contents = [
+            {"message_id": msg_id, "content": item.content}
+            for msg_id, item in zip(ids, items, strict=True)
+        ]
+        conn.execute(insert(t.message_contents), contents)
+        return ids
 
     # Claims and outcomes ---------------------------------------------------
 
@@ -339,7 +345,7 @@ class Outbox:
         query = (
             select(t.messages.c.id)
             .where(t.messages.c.channel_id == channel_id)
-            .where(t.messages.c.state.in_([MessageState.queued, MessageState.deferred]))
+            .where(text(t.WAITING_SQL))
             .where(t.messages.c.next_attempt_at <= now)
             .order_by(t.messages.c.next_attempt_at, t.messages.c.id)
             .limit(limit)
@@ -357,10 +363,11 @@ class Outbox:
                 m.team_id,
                 m.message_id,
                 m.sender,
-                m.content,
+                t.message_contents.c.content,
                 m.attempts,
                 m.created_at,
             )
+            .join(t.message_contents)
             .where(m.id.in_(ids))
             .order_by(m.next_attempt_at, m.id)
         )

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 
@@ -54,6 +55,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 metadata = MetaData()
+
+# Written out, not bound, so that the planner can match the partial index.
+WAITING_SQL = "state IN ('queued', 'deferred')"
 
 teams = Table(
     "teams",
@@ -135,8 +139,6 @@ messages = Table(
     # The Message-ID header, fixed when the message is accepted (RFC 5322 3.6.4).
     Column("message_id", String(255), nullable=False, unique=True),
     Column("sender", String(320), nullable=False),
-    # The draft: display names, subject, bodies, extra headers (JSON).
-    Column("content", JSON, nullable=False),
     Column("state", String(20), nullable=False),
     Column("reason", Text, nullable=False, default=""),
     Column("attempts", Integer, nullable=False, default=0),
@@ -149,8 +151,28 @@ messages = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
-    Index("ix_messages_due", "channel_id", "state", "next_attempt_at"),
-    Index("ix_messages_campaign", "campaign_id", "state"),
+    # Only waiting messages are in the due index: a message leaves it once,
+    # when claimed, and state changes after that touch no index entry.
+    Index(
+        "ix_messages_due",
+        "channel_id",
+        "next_attempt_at",
+        sqlite_where=text(WAITING_SQL),
+        postgresql_where=text(WAITING_SQL),
+    ),
+    Index("ix_messages_campaign", "campaign_id"),
+)
+
+# The message itself, apart from its state: written once at acceptance, so that
+# the many small state updates of delivery never rewrite kilobytes of content.
+message_contents = Table(
+    "message_contents",
+    metadata,
+    Column(
+        "message_id", ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    ),
+    # The draft: display names, subject, bodies, extra headers (JSON).
+    Column("content", JSON, nullable=False),
 )
 
 recipients = Table(

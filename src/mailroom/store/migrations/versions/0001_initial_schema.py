@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 16:37:42.118758
+Create Date: 2026-12-04 17:29:47.483816
 """
 
 import sqlalchemy as sa
@@ -108,7 +108,6 @@ def upgrade() -> None:
         sa.Column("campaign_id", sa.Integer(), nullable=True),
         sa.Column("message_id", sa.String(length=255), nullable=False),
         sa.Column("sender", sa.String(length=320), nullable=False),
-        sa.Column("content", sa.JSON(), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -133,11 +132,13 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id"),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index("ix_messages_campaign", ["campaign_id"], unique=False)
         batch_op.create_index(
-            "ix_messages_campaign", ["campaign_id", "state"], unique=False
-        )
-        batch_op.create_index(
-            "ix_messages_due", ["channel_id", "state", "next_attempt_at"], unique=False
+            "ix_messages_due",
+            ["channel_id", "next_attempt_at"],
+            unique=False,
+            sqlite_where=sa.text("state IN ('queued', 'deferred')"),
+            postgresql_where=sa.text("state IN ('queued', 'deferred')"),
         )
 
     op.create_table(
@@ -186,6 +187,13 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "message_contents",
+        sa.Column("message_id", sa.Integer(), nullable=False),
+        sa.Column("content", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("message_id"),
+    )
+    op.create_table(
         "recipients",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("message_id", sa.Integer(), nullable=False),
@@ -211,6 +219,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_recipients_message_id"))
 
     op.drop_table("recipients")
+    op.drop_table("message_contents")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_events_message_id"))
 
@@ -221,7 +230,11 @@ def downgrade() -> None:
 
     op.drop_table("attempts")
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.drop_index("ix_messages_due")
+        batch_op.drop_index(
+            "ix_messages_due",
+            sqlite_where=sa.text("state IN ('queued', 'deferred')"),
+            postgresql_where=sa.text("state IN ('queued', 'deferred')"),
+        )
         batch_op.drop_index("ix_messages_campaign")
 
     op.drop_table("messages")
