@@ -103,3 +103,33 @@ def test_split_recipients_respects_the_limit() -> None:
 
     assert [len(g) for g in groups] == [100, 100, 50]
     assert split_recipients(["a"], None) == [["a"]]
+
+
+def test_a_channel_without_limits_remembers_nothing() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(Limits(max_recipients=100))
+
+    drain(limiter, clock, 10_000)
+
+    assert limiter.remembered == 0
+
+
+def test_windows_forget_what_has_aged_out() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(Limits(per_minute=1_000, per_day=1_000_000))
+
+    drain(limiter, clock, 500)
+    clock.advance(DAY.total_seconds() + 1)
+    limiter.next_slot(clock.now(), 1)
+
+    assert limiter.remembered == 0
+
+
+def test_finish_time_counts_the_minute_already_used() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(Limits(per_minute=10))
+    drain(limiter, clock, 10)
+
+    finish = limiter.finish_time(clock.now(), [1])
+
+    assert finish >= clock.now() + timedelta(seconds=59)

@@ -49,11 +49,22 @@ class RateLimiter:
         )
 
     def record(self, at: datetime, recipients: int) -> None:
-        """Count a transaction that starts at ``at``."""
-        self._minute.append(at)
-        self._day.append(Send(at, recipients))
-        self._day_total += recipients
+        """Count a transaction that starts at ``at``.
+
+        Only the windows that have a limit keep their sends, so a channel with
+        no limits costs no memory however long the worker runs.
+        """
+        if self.limits.per_minute is not None:
+            self._minute.append(at)
+        if self.limits.per_day is not None:
+            self._day.append(Send(at, recipients))
+            self._day_total += recipients
         self._last = at if self._last is None else max(self._last, at)
+
+    @property
+    def remembered(self) -> int:
+        """How many sends the windows hold (for tests of memory use)."""
+        return len(self._minute) + len(self._day)
 
     def window_use(self, now: datetime) -> tuple[int, int]:
         """Messages in the last minute and recipients in the last 24 hours."""
@@ -62,12 +73,20 @@ class RateLimiter:
 
     def finish_time(self, now: datetime, batches: Iterable[int]) -> datetime:
         """When transactions of these sizes would be done, sent in order."""
-        trial = RateLimiter(self.limits, self._day)
+        trial = self._copy()
         at = now
         for recipients in batches:
             at = trial.next_slot(at, recipients)
             trial.record(at, recipients)
         return at
+
+    def _copy(self) -> RateLimiter:
+        trial = RateLimiter(self.limits)
+        trial._minute = deque(self._minute)
+        trial._day = deque(self._day)
+        trial._day_total = self._day_total
+        trial._last = self._last
+        return trial
 
     def _check_fits(self, recipients: int) -> None:
         per_day = self.limits.per_day
