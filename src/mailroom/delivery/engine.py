@@ -38,6 +38,9 @@ from mailroom.store.states import MessageState
 
 log = logging.getLogger("mailroom.delivery")
 
+# Seconds between renewals of a channel's lease (the lease itself is longer).
+RENEW_EVERY = 60.0
+
 Progress = Callable[[Pending, Outcome], None]
 TokenSources = Callable[[Channel], TokenSource | None]
 
@@ -178,10 +181,31 @@ class ChannelRunner:
         self._wait_reason = ""
 
     async def run(self) -> bool:
-        workers = [self._session_loop() for _ in range(self.channel.connections)]
-        await asyncio.gather(*workers)
-        self._apply_stop()
+        if not self.outbox.take_channel(self.channel.id):
+            # Another worker delivers this channel; its limits are in its hands.
+            return False
+        self._renewed = self.clock.now()
+        try:
+            workers = [self._session_loop() for _ in range(self.channel.connections)]
+            await asyncio.gather(*workers)
+            self._apply_stop()
+        finally:
+            self.outbox.give_channel(self.channel.id)
         return self._tried
+
+    def _batch_size(self) -> int:
+        # A limited channel claims no more than a minute's worth, so a crash
+        # leaves few claims behind and they count little against the limit.
+        per_minute = self.channel.limits.per_minute
+        return min(self.options.batch, per_minute or self.options.batch)
+
+    def _maybe_renew(self) -> None:
+        # Well inside the lease, so neither the channel nor its claimed mail
+        # looks abandoned while a slow server takes its time.
+        now = self.clock.now()
+        if (now - self._renewed).total_seconds() >= RENEW_EVERY:
+            self.outbox.renew_channel(self.channel.id)
+            self._renewed = now
 
     def _apply_stop(self) -> None:
         # Done once every session has given its messages back, so that none
@@ -203,7 +227,8 @@ class ChannelRunner:
         self.engine.writer.sessions += 1
         try:
             while not self._stopped:
-                batch = self.outbox.claim(self.channel.id, self.options.batch)
+                self._maybe_renew()
+                batch = self.outbox.claim(self.channel.id, self._batch_size())
                 if not batch:
                     return
                 self._tried = True
@@ -217,6 +242,7 @@ class ChannelRunner:
             if self._stopped:
                 self._give_back(batch[index:])
                 return
+            self._maybe_renew()
             try:
                 await self._deliver(message, link)
             except ChannelStopped:

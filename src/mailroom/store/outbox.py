@@ -40,6 +40,11 @@ INTERRUPTED = (
 )
 
 
+def worker_id() -> str:
+    """This process, as claims and channel leases name it."""
+    return f"{WORKER_HOST}:{os.getpid()}"
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -311,37 +316,46 @@ class Outbox:
         return len(ids)
 
     def _dead_local_workers(self) -> list[str]:
-        prefix = f"{WORKER_HOST}:"
+        return self._dead_local(t.messages.c.claimed_by)
+
+    def _dead_local(self, column: Any) -> list[str]:
+        """Workers named in ``column`` that ran on this machine and are gone."""
         with self.engine.connect() as conn:
             owners = conn.scalars(
-                select(t.messages.c.claimed_by)
-                .where(t.messages.c.state == MessageState.sending)
-                .where(t.messages.c.claimed_by.like(f"{prefix}%"))
-                .distinct()
+                select(column).where(column.like(f"{WORKER_HOST}:%")).distinct()
             ).all()
         return [o for o in owners if not _alive(int(o.rpartition(":")[2]))]
 
     def claim(self, channel_id: int, limit: int) -> list[Pending]:
-        """Take up to ``limit`` due messages of a channel, oldest first."""
+        """Take up to ``limit`` due messages of a channel, oldest first.
+
+        One UPDATE ... RETURNING both picks and marks them, so two workers can
+        never take the same message (on SQLite the statement holds the write
+        lock; on PostgreSQL the rows are locked and skipped by the other).
+        """
         now = self.clock.now()
         with self.engine.begin() as conn:
-            ids = self._due_ids(conn, channel_id, now, limit)
-            if not ids:
-                return []
-            conn.execute(
-                update(t.messages)
-                .where(t.messages.c.id.in_(ids))
-                .values(
-                    state=MessageState.sending,
-                    lease_until=now + LEASE,
-                    claimed_by=f"{WORKER_HOST}:{os.getpid()}",
+            due = self._due_ids(conn, channel_id, now, limit)
+            ids = list(
+                conn.scalars(
+                    update(t.messages)
+                    .where(t.messages.c.id.in_(due))
+                    .where(text(t.WAITING_SQL))
+                    .values(
+                        state=MessageState.sending,
+                        lease_until=now + LEASE,
+                        claimed_by=worker_id(),
+                    )
+                    .returning(t.messages.c.id)
                 )
             )
+            if not ids:
+                return []
             return self._load_pending(conn, ids)
 
     def _due_ids(
         self, conn: Connection, channel_id: int, now: datetime, limit: int
-    ) -> list[int]:
+    ) -> Any:
         query = (
             select(t.messages.c.id)
             .where(t.messages.c.channel_id == channel_id)
@@ -353,7 +367,59 @@ class Outbox:
         if conn.dialect.name == "postgresql":
             # Several workers may claim at once; each skips what another holds.
             query = query.with_for_update(skip_locked=True)
-        return list(conn.scalars(query))
+        return query
+
+    def take_channel(self, channel_id: int) -> bool:
+        """Become the one worker delivering a channel; False if another is.
+
+        The channel's limits live in that worker's memory, so two workers on
+        one channel would each allow the full rate.
+        """
+        now = self.clock.now()
+        c = t.channels.c
+        me = worker_id()
+        free = (
+            c.worker.is_(None)
+            | (c.worker == me)
+            | (c.worker_until < now)
+            | c.worker.in_(self._dead_local(c.worker))
+        )
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(t.channels)
+                .where(c.id == channel_id)
+                .where(free)
+                .values(worker=me, worker_until=now + LEASE)
+            )
+        return taken.rowcount == 1
+
+    def renew_channel(self, channel_id: int) -> None:
+        """Extend this worker's hold on a channel and on its claimed mail."""
+        until = self.clock.now() + LEASE
+        me = worker_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.channels)
+                .where(t.channels.c.id == channel_id)
+                .where(t.channels.c.worker == me)
+                .values(worker_until=until)
+            )
+            conn.execute(
+                update(t.messages)
+                .where(t.messages.c.channel_id == channel_id)
+                .where(t.messages.c.claimed_by == me)
+                .where(t.messages.c.state == MessageState.sending)
+                .values(lease_until=until)
+            )
+
+    def give_channel(self, channel_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.channels)
+                .where(t.channels.c.id == channel_id)
+                .where(t.channels.c.worker == worker_id())
+                .values(worker=None, worker_until=None)
+            )
 
     def _load_pending(self, conn: Connection, ids: list[int]) -> list[Pending]:
         m = t.messages.c

@@ -108,6 +108,10 @@ channels = Table(
     Column("status", String(20), nullable=False, default="connected"),
     Column("status_reason", Text, nullable=False, default=""),
     Column("paused_until", UTCDateTime),
+    # The one worker delivering this channel's mail now ("host:pid"), and
+    # until when: a channel's limits are kept by a single process at a time.
+    Column("worker", String(255)),
+    Column("worker_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("team_id", "name", name="uq_channels_team_name"),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 17:29:47.483816
+Create Date: 2026-12-04 17:35:38.977485
 """
 
 import sqlalchemy as sa
@@ -51,6 +51,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("status_reason", sa.Text(), nullable=False),
         sa.Column("paused_until", mailroom.store.schema.UTCDateTime(), nullable=True),
+        sa.Column("worker", sa.String(length=255), nullable=True),
+        sa.Column("worker_until", mailroom.store.schema.UTCDateTime(), nullable=True),
         sa.Column("created_at", mailroom.store.schema.UTCDateTime(), nullable=False),
         sa.Column("updated_at", mailroom.store.schema.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["team_id"], ["teams.id"], ondelete="CASCADE"),
