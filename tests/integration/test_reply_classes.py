@@ -295,3 +295,38 @@ async def test_large_messages_go_out_in_several_transactions(
     assert sizes == [100, 100, 50]
     bodies = {txn.data for txn in fault_server_tls.received}
     assert len(bodies) == 1
+
+
+async def test_421_on_a_recipient_pauses_the_channel_and_loses_nothing(
+    mr: Mailroom, team: Team, channel, fault_server_tls: FaultServer, clock: FakeClock
+) -> None:
+    fault_server_tls.script(
+        "RCPT", "421 4.7.0 Too many connections", match="bob@example.net", times=1
+    )
+    msg = send(mr, team, "bob@example.net", "carol@example.net")
+
+    await run(mr)
+
+    row = message(mr, msg)
+    assert (row.state, row.attempts) == ("queued", 0)
+    assert mr.channels.get(channel.id).status is ChannelStatus.paused
+
+    clock.advance(3600)
+    await run(mr)
+
+    assert message(mr, msg).state == "sent"
+    rcpts = sorted(r for txn in fault_server_tls.received for r in txn.envelope_rcpts)
+    assert rcpts == ["bob@example.net", "carol@example.net"]
+
+
+async def test_a_connection_closed_while_idle_is_replaced_at_once(
+    mr: Mailroom, team: Team, channel, fault_server_tls: FaultServer
+) -> None:
+    fault_server_tls.drop_after(1)
+    ids = [send(mr, team, f"user{i}@example.net") for i in range(4)]
+
+    await run(mr)
+
+    rows = [message(mr, m) for m in ids]
+    assert [(r.state, r.attempts) for r in rows] == [("sent", 1)] * 4
+    assert fault_server_tls.connections == 4

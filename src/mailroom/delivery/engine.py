@@ -32,7 +32,7 @@ from mailroom.delivery.transport import (
     TokenSource,
 )
 from mailroom.delivery.writer import OutcomeWriter
-from mailroom.errors import ChannelAuthError, ChannelConnectError
+from mailroom.errors import ChannelAuthError, ChannelConnectError, InputError
 from mailroom.store.outbox import Outbox, Outcome, Pending, PendingRecipient
 from mailroom.store.states import MessageState
 
@@ -52,6 +52,9 @@ class EngineOptions:
     max_wait: float = 5.0
     # How often an idle worker looks for new mail.
     poll: float = 1.0
+    # Seconds to wait for any one reply (RFC 5321 4.5.3.2 suggests minutes
+    # per command; a sending platform gives up sooner and tries again later).
+    timeout: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -248,6 +251,9 @@ class ChannelRunner:
             except ChannelStopped:
                 self._give_back(batch[index + 1 :])
                 return
+            except Exception:
+                # A fault of ours with one message must not stop the others.
+                await self._internal_error(message, link)
 
     # One message -------------------------------------------------------------
 
@@ -272,21 +278,43 @@ class ChannelRunner:
         message: Pending,
         group: list[PendingRecipient],
         result: RoundResult,
+        retried: bool = False,
     ) -> None:
         session = link.session
         assert session is not None
         at = self.clock.now()
-        data = render_message(message, session.smtputf8, session.eight_bit)
+        data = self._render(message, session, group, result)
+        if data is None:
+            return
         try:
             txn = await session.send(message.sender, [r.address for r in group], data)
         except SessionError as exc:
             await link.close()
+            if _worth_a_new_connection(session, exc, retried):
+                await self._session(link, message)
+                await self._transact(link, message, group, result, retried=True)
+                return
             self._broken_session(result, exc)
             return
 
         result.add_transaction(group, txn, at)
         if not (txn.delivered and len(txn.accepted) == len(group)):
             await self._reset(link)
+
+    def _render(
+        self,
+        message: Pending,
+        session: SmtpSession,
+        group: list[PendingRecipient],
+        result: RoundResult,
+    ) -> bytes | None:
+        try:
+            return render_message(message, session.smtputf8, session.eight_bit)
+        except (InputError, ValueError) as exc:
+            # RFC 6531 3.7.4: a message that needs SMTPUTF8 (or is otherwise
+            # unfit) for a server that lacks it can never go that way.
+            result.refuse(group, Reply(554, "5.6.7", f"cannot be sent: {exc}"))
+            return None
 
     async def _reset(self, link: _Link) -> None:
         # RFC 5321 4.1.1.5: RSET clears a refused transaction; a session that
@@ -299,6 +327,18 @@ class ChannelRunner:
             await session.reset()
         except SessionError:
             await link.close()
+
+    async def _internal_error(self, message: Pending, link: _Link) -> None:
+        log.exception(
+            "channel=%s message=%s internal error while sending",
+            self.channel.name,
+            message.message_id,
+        )
+        await link.close()
+        delay = self.options.retry.retry_delay(message.attempts + 1)
+        when = self.clock.now() + timedelta(seconds=delay)
+        reason = f"an internal error stopped this message; next try at {_when(when)}"
+        self.outbox.release([message.id], when, reason)
 
     def _broken_session(self, result: RoundResult, exc: SessionError) -> None:
         reply = exc.reply or Reply(451, "4.4.2", f"connection lost: {exc}")
@@ -421,7 +461,8 @@ class ChannelRunner:
 
     def _endpoint(self) -> Endpoint:
         tokens = self.engine.token_sources
-        return endpoint_for(self.channel, tokens(self.channel) if tokens else None)
+        source = tokens(self.channel) if tokens else None
+        return endpoint_for(self.channel, source, self.options.timeout)
 
     def _react(self, result: RoundResult) -> tuple[datetime | None, str]:
         """Apply a channel-wide signal; returns until when and why mail waits."""
@@ -483,7 +524,19 @@ class ChannelRunner:
         self._give_back([message])
 
 
-def endpoint_for(channel: Channel, token_source: TokenSource | None) -> Endpoint:
+def _worth_a_new_connection(
+    session: SmtpSession, exc: SessionError, retried: bool
+) -> bool:
+    # RFC 5321 4.5.3.2.7: a server may close a connection left idle.  When a
+    # reused connection fails before any reply and before the content went
+    # out, the message has not reached the server: try once on a new one.
+    first_use = session.transactions <= 1
+    return not (retried or first_use or exc.reply or exc.content_sent)
+
+
+def endpoint_for(
+    channel: Channel, token_source: TokenSource | None, timeout: float = 30.0
+) -> Endpoint:
     """How to reach and log in to a channel's server."""
     return Endpoint(
         host=channel.host,
@@ -494,6 +547,7 @@ def endpoint_for(channel: Channel, token_source: TokenSource | None) -> Endpoint
         ca_bundle=channel.ca_bundle,
         verify_tls=channel.verify_tls,
         token_source=token_source,
+        timeout=timeout,
     )
 
 

@@ -67,6 +67,11 @@ class RoundResult:
         else:
             self._whole_group(accepted, txn.data)
 
+    def refuse(self, group: list[PendingRecipient], reply: Reply) -> None:
+        """Fail a group without a transaction (the message cannot be built)."""
+        self.attempts.append(_attempt("build", reply, None, len(group)))
+        self._whole_group(group, reply)
+
     def _whole_group(self, group: list[PendingRecipient], reply: Reply) -> None:
         reply_class = classify(reply)
         if reply_class is ReplyClass.permanent:

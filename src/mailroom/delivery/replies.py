@@ -121,6 +121,10 @@ def classify(reply: Reply) -> ReplyClass:
     if reply.is_success:
         return ReplyClass.success
 
+    if not 400 <= reply.code < 600:
+        # Not a reply RFC 5321 4.2 defines: never a reason to bounce anyone.
+        return ReplyClass.transient
+
     if _is_auth_failure(reply):
         return ReplyClass.auth
 

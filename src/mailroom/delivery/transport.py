@@ -71,6 +71,9 @@ class SessionError(ChannelConnectError):
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message)
         self.reply = reply
+        # Whether the message content may have reached the server, in which
+        # case sending it again at once could deliver it twice.
+        self.content_sent = False
 
 
 class AuthRefused(ChannelAuthError):
@@ -109,6 +112,9 @@ class SmtpSession:
         )
         # Set once the session is open and the server offers PIPELINING.
         self._stream: ReplyStream | None = None
+        # Transactions begun on this session; a reused session may have been
+        # closed by the server while idle.
+        self.transactions = 0
 
     @property
     def is_open(self) -> bool:
@@ -149,6 +155,7 @@ class SmtpSession:
         self, sender: str, recipients: list[str], data: bytes
     ) -> Transaction:
         """One transaction; a refused recipient does not stop the others."""
+        self.transactions += 1
         if self._stream is not None:
             return await self._send_pipelined(self._stream, sender, recipients, data)
         result = Transaction()
@@ -236,7 +243,11 @@ class SmtpSession:
             await self._reply(stream)
             return
         stream.write(dot_stuff(data))
-        result.data = await self._reply(stream)
+        try:
+            result.data = await self._reply(stream)
+        except SessionError as exc:
+            exc.content_sent = True
+            raise
 
     async def _reply(self, stream: ReplyStream) -> Reply:
         [reply] = await self._replies(stream, 1)
@@ -340,17 +351,9 @@ class SmtpSession:
 
     async def _mail(self, sender: str, data: bytes) -> Reply:
         options = self._mail_options(sender, data)
-        try:
-            response = await self._client.mail(
-                sender, options=options, encoding="utf-8"
-            )
-        except aiosmtplib.SMTPSenderRefused as exc:
-            return Reply.parse(exc.code, exc.message)
-        except aiosmtplib.SMTPResponseException as exc:
-            return _disconnect_or_reply(exc)
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            raise SessionError(f"the server closed the connection: {exc}") from exc
-        return Reply.parse(response.code, response.message)
+        return await self._await_reply(
+            self._client.mail(sender, options=options, encoding="utf-8")
+        )
 
     def _mail_options(self, sender: str, data: bytes) -> list[str]:
         options = []
@@ -364,34 +367,32 @@ class SmtpSession:
         return options
 
     async def _rcpt(self, recipient: str) -> Reply:
-        try:
-            response = await self._client.rcpt(recipient, encoding="utf-8")
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            return Reply.parse(exc.code, exc.message)
-        except aiosmtplib.SMTPResponseException as exc:
-            return _disconnect_or_reply(exc)
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            raise SessionError(f"the server closed the connection: {exc}") from exc
-        return Reply.parse(response.code, response.message)
+        return await self._await_reply(self._client.rcpt(recipient, encoding="utf-8"))
 
     async def _data(self, data: bytes) -> Reply:
         try:
-            response = await self._client.data(data)
-        except aiosmtplib.SMTPDataError as exc:
-            return Reply.parse(exc.code, exc.message)
+            return await self._await_reply(self._client.data(data))
+        except SessionError as exc:
+            # aiosmtplib sends DATA and the content in one call: the server
+            # may have the content already.
+            exc.content_sent = True
+            raise
+
+    async def _await_reply(self, call: Awaitable[aiosmtplib.SMTPResponse]) -> Reply:
+        """One command's reply; a broken or closing session raises SessionError."""
+        try:
+            response = await call
         except aiosmtplib.SMTPResponseException as exc:
-            return _disconnect_or_reply(exc)
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            raise SessionError(f"the server closed the connection: {exc}") from exc
-        return Reply.parse(response.code, response.message)
-
-
-def _disconnect_or_reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
-    reply = Reply.parse(exc.code, exc.message)
-    # RFC 5321 3.8: a 421 means the server is closing the transmission channel.
-    if reply.code == ReplyCode.service_unavailable:
-        raise SessionError("the server is closing the connection", reply)
-    return reply
+            reply = Reply.parse(exc.code, exc.message)
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise SessionError(f"no reply within {self.endpoint.timeout:g} s") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise SessionError(f"the connection broke: {exc}") from exc
+        else:
+            reply = Reply.parse(response.code, response.message)
+        if is_closing(reply):
+            raise SessionError("the server is closing the connection", reply)
+        return reply
 
 
 def _mail_line(sender: str, options: list[str]) -> str:

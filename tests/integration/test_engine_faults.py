@@ -1,0 +1,110 @@
+"""Faults that are ours or the server's, and never stop the other messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select
+
+from mailroom.channels.model import Security
+from mailroom.channels.registry import ChannelSpec
+from mailroom.core import Mailroom
+from mailroom.delivery.engine import EngineOptions
+from mailroom.sandbox import LoopbackListener
+from mailroom.sending import OneOff, submit
+from mailroom.store import schema as t
+from mailroom.teams import Team
+
+
+class Plain:
+    """A server with no SMTPUTF8; DATA to silent@ is never answered."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, ...]] = []
+
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        if "silent@example.net" in envelope.rcpt_tos:
+            await asyncio.sleep(3600)
+        self.received.append(tuple(envelope.rcpt_tos))
+        return "250 2.0.0 OK"
+
+
+@pytest.fixture
+def plain() -> Iterator[tuple[Plain, LoopbackListener]]:
+    handler = Plain()
+    listener = LoopbackListener(lambda loop: SMTP(handler, loop=loop))
+    listener.start()
+    yield handler, listener
+    listener.stop()
+
+
+def setup(mr: Mailroom, team: Team, port: int, *recipients: str) -> list[int]:
+    mr.channels.add(
+        ChannelSpec(
+            name="relay",
+            kind="smtp",
+            team_id=team.id,
+            host="127.0.0.1",
+            port=port,
+            security=Security.none,
+            domains=["example.com"],
+        )
+    )
+    return [
+        submit(mr, team, OneOff("alice@example.com", [r], "Hi", "x")).id
+        for r in recipients
+    ]
+
+
+def states(mr: Mailroom, ids: list[int]) -> list[tuple[Any, ...]]:
+    with mr.db.connect() as conn:
+        rows = conn.execute(
+            select(t.messages.c.state, t.messages.c.reason)
+            .where(t.messages.c.id.in_(ids))
+            .order_by(t.messages.c.id)
+        )
+        return [tuple(row) for row in rows]
+
+
+def test_a_message_this_server_cannot_take_fails_alone(
+    mr: Mailroom, team: Team, plain: tuple[Plain, LoopbackListener]
+) -> None:
+    handler, listener = plain
+    ids = setup(
+        mr,
+        team,
+        listener.port,
+        "first@example.net",
+        "josé@example.net",
+        "last@example.net",
+    )
+
+    asyncio.run(mr.delivery().run(until_idle=True))
+
+    [first, unicode, last] = states(mr, ids)
+    assert first[0] == last[0] == "sent"
+    assert unicode[0] == "failed"
+    assert "SMTPUTF8" in unicode[1]
+    assert handler.received == [("first@example.net",), ("last@example.net",)]
+
+
+def test_a_server_that_never_answers_data_defers_and_the_worker_goes_on(
+    mr: Mailroom, team: Team, plain: tuple[Plain, LoopbackListener]
+) -> None:
+    handler, listener = plain
+    ids = setup(mr, team, listener.port, "silent@example.net", "next@example.net")
+
+    engine = mr.delivery(EngineOptions(timeout=0.5))
+    asyncio.run(engine.run(until_idle=True))
+
+    [silent, following] = states(mr, ids)
+    assert silent[0] == "deferred"
+    assert "no reply within 0.5 s" in silent[1]
+    assert following[0] == "sent"
+    assert handler.received == [("next@example.net",)]
