@@ -140,13 +140,18 @@ def _split_mailbox(field: str, text: str) -> tuple[str, str]:
     if "<" not in text and " " not in text and "," not in text:
         return "", text
 
-    parsed = _REGISTRY("to", text)
-    addresses = cast(AddressHeader, parsed).addresses
+    try:
+        parsed = _REGISTRY("to", text)
+        addresses = cast(AddressHeader, parsed).addresses
+    except ValueError as exc:
+        raise InputError(field, f"not an email address: {exc}", _ADDRESS_FIX) from None
     broken = any(isinstance(d, InvalidHeaderDefect) for d in parsed.defects)
     if broken or len(addresses) != 1:
         raise InputError(field, f"not a single email address: {text!r}", _ADDRESS_FIX)
 
     mailbox = addresses[0]
+    # An encoded word (RFC 2047) can smuggle in what the raw text did not show.
+    _refuse_controls(field, mailbox.display_name)
     return " ".join(mailbox.display_name.split()), mailbox.addr_spec
 
 

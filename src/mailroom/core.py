@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from mailroom.channels.registry import ChannelRegistry
 from mailroom.clock import Clock, SystemClock
 from mailroom.config import Settings
 from mailroom.delivery.engine import Engine, EngineOptions, Progress, TokenSources
-from mailroom.errors import MailroomError
+from mailroom.errors import InputError, MailroomError
 from mailroom.secrets import create_key_file, load_cipher
 from mailroom.store.database import is_initialised, open_engine, upgrade
 from mailroom.store.outbox import Outbox
@@ -30,7 +30,14 @@ class DatabaseUnavailableError(MailroomError):
 def _refuse_missing_sqlite_file(settings: Settings) -> None:
     # Opening a SQLite file creates it; a command run before `init` must not
     # leave an empty database behind.
-    url = make_url(settings.database_url)
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        raise InputError(
+            "database_url",
+            "is not a database URL",
+            "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+        ) from None
     if url.get_backend_name() != "sqlite" or not url.database:
         return
     if url.database != ":memory:" and not Path(url.database).exists():

@@ -19,6 +19,7 @@ from mailroom.core import Mailroom
 from mailroom.sandbox import SandboxServer
 from mailroom.sending import OneOff, submit
 from mailroom.store import schema as t
+from mailroom.store.outbox import WORKER_HOST
 from mailroom.teams import Team
 from tests.support.faults import FaultServer
 from tests.support.plugin import SANDBOX_PASSWORD
@@ -144,3 +145,45 @@ def test_a_channel_held_by_another_live_worker_is_left_alone(
     asyncio.run(mr.delivery().run_once())
 
     assert len(fault_server.received) == 1
+
+
+def test_mail_a_dead_worker_held_counts_against_the_limit(
+    mr: Mailroom, team: Team, fault_server: FaultServer, clock: FakeClock
+) -> None:
+    channel = mr.channels.add(
+        ChannelSpec(
+            name="relay",
+            kind="smtp",
+            team_id=team.id,
+            host="127.0.0.1",
+            port=fault_server.port,
+            security=Security.none,
+            domains=["example.com"],
+            limits={"per_minute": 3},
+        )
+    )
+    for i in range(3):
+        submit(mr, team, OneOff("alice@example.com", [f"u{i}@example.net"], "Hi", "x"))
+    claimed = mr.outbox.claim(channel.id, 3)
+    with mr.db.begin() as conn:
+        conn.execute(
+            update(t.messages)
+            .where(t.messages.c.id.in_([m.id for m in claimed]))
+            .values(claimed_by=f"{WORKER_HOST}:{dead_pid()}")
+        )
+
+    asyncio.run(mr.delivery().run(until_idle=True))
+
+    # The dead worker may have sent all three in this minute: none goes yet.
+    assert fault_server.received == []
+
+    clock.advance(61)
+    asyncio.run(mr.delivery().run(until_idle=True))
+
+    assert len(fault_server.received) == 3
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid

@@ -121,3 +121,17 @@ def test_address_key_folds_case_and_idna() -> None:
 def test_address_key_tolerates_non_addresses() -> None:
     assert address_key("  Not An Address ") == "not an address"
     assert address_key("x@bad..domain") == "x@bad..domain"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "=?utf-8?q?A=00B?= <lead@example.net>",
+        "=?utf-8?q?E=0D=0ABcc:_v@evil.test?= <a@example.net>",
+    ],
+)
+def test_control_characters_hidden_in_encoded_words_are_refused(text: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_address(text, "to")
+
+    assert caught.value.field == "to"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -307,10 +308,17 @@ def _check_channel(channel: Channel) -> None:
 def _check_limits(limits: Limits) -> None:
     for name in ("per_minute", "per_day", "max_recipients"):
         value = getattr(limits, name)
-        if value is not None and value < 1:
-            raise InputError(name, "must be a positive number", "leave it unset")
-    if limits.min_interval is not None and limits.min_interval < 0:
-        raise InputError("min_interval", "cannot be negative", "use 0 or more")
+        if value is not None and not 1 <= value <= 1_000_000_000:
+            raise InputError(
+                name,
+                "must be a whole number from 1 to 1,000,000,000",
+                "or leave it unset",
+            )
+    gap = limits.min_interval
+    if gap is not None and not (math.isfinite(gap) and 0 <= gap <= 86_400):
+        raise InputError(
+            "min_interval", f"{gap} is not a number of seconds", "use 0 to 86400"
+        )
 
 
 def _check_domains(channel: Channel, team_domains: set[str]) -> None:

@@ -24,7 +24,7 @@ from mailroom.cli.context import (
     pick_team,
     print_json,
 )
-from mailroom.cli.send_cmds import WaitTimeout, deliver
+from mailroom.cli.send_cmds import WaitTimeout, deliver, read_text
 from mailroom.cli.views import campaign_view
 from mailroom.errors import InputError
 from mailroom.i18n import _
@@ -55,8 +55,8 @@ def send(
 ) -> None:
     """Queue a personalized message to every good row of a contact list."""
     with opened() as mr, friendly_errors():
-        body_text = text_file.read_text("utf-8") if text_file else text
-        body_html = html_file.read_text("utf-8") if html_file else None
+        body_text = read_text(text_file, "text_file") if text_file else text
+        body_html = read_text(html_file, "html_file") if html_file else None
         if body_text is None and body_html is None:
             raise InputError(
                 "body", _("is empty"), _("pass --text-file or --html-file")

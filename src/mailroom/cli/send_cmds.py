@@ -22,6 +22,7 @@ from mailroom.cli.context import (
 from mailroom.cli.progress import DeliveryProgress
 from mailroom.cli.views import find_message, message_view, state_counts, waiting_view
 from mailroom.core import Mailroom
+from mailroom.errors import InputError
 from mailroom.i18n import _
 from mailroom.sending import OneOff, submit
 
@@ -34,6 +35,14 @@ WaitTimeout = Annotated[
     float,
     typer.Option(help=_("Seconds --wait waits at most; the worker sends the rest.")),
 ]
+
+
+def read_text(path: Path, field: str) -> str:
+    """A UTF-8 file's text, or an error naming the option."""
+    try:
+        return path.read_text("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(field, f"{path} is not UTF-8", "save it as UTF-8") from None
 
 
 def deliver(mr: Mailroom, ids: list[int], timeout: float) -> DeliveryProgress:
@@ -70,8 +79,8 @@ def send(
             sender=sender,
             to=to,
             subject=subject,
-            text=text_file.read_text("utf-8") if text_file else text,
-            html=html_file.read_text("utf-8") if html_file else html,
+            text=read_text(text_file, "text_file") if text_file else text,
+            html=read_text(html_file, "html_file") if html_file else html,
             cc=cc or [],
             bcc=bcc or [],
             reply_to=reply_to,

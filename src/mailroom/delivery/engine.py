@@ -111,7 +111,9 @@ class Engine:
 
     async def run_once(self) -> bool:
         """One pass over every channel with due mail; True if any was tried."""
-        self.outbox.recover()
+        if self.outbox.recover():
+            # What dead workers may have sent is now in the history: reseed.
+            self._limiters.clear()
         channels = self._ready_channels()
         runners = [ChannelRunner(self, channel) for channel in channels]
         results = await asyncio.gather(*(runner.run() for runner in runners))

@@ -14,15 +14,25 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Engine, create_engine, event, inspect
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from mailroom.errors import InputError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def open_engine(url: str) -> Engine:
     """An engine for ``url`` with the connection settings the outbox relies on."""
-    if url.startswith("sqlite"):
-        return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        if url.startswith("sqlite"):
+            return _sqlite_engine(url)
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise InputError(
+            "database_url",
+            f"is not a database URL mailroom can use ({type(exc).__name__})",
+            "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+        ) from None
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -313,7 +313,40 @@ class Outbox:
                     for i in ids
                 ],
             )
+            self._count_interrupted(conn, ids, now)
         return len(ids)
+
+    def _count_interrupted(
+        self, conn: Connection, ids: list[int], now: datetime
+    ) -> None:
+        # The dead worker may have started a transaction for any of these and
+        # its limiter died with it: count each against the channel's limits
+        # now, so that the server never sees more than the limit.
+        m, r = t.messages.c, t.recipients.c
+        rows = conn.execute(
+            select(m.id, m.channel_id, func.count(r.id))
+            .join(t.recipients)
+            .where(m.id.in_(ids))
+            .where(r.state.in_([RecipientState.queued, RecipientState.deferred]))
+            .group_by(m.id, m.channel_id)
+        )
+        attempts = [
+            {
+                "message_id": message_id,
+                "channel_id": channel_id,
+                "at": now,
+                "stage": "interrupted",
+                "recipient": None,
+                "code": None,
+                "enhanced": "",
+                "text": "counted against the limits after a worker stopped",
+                "reply_class": "interrupted",
+                "rcpt_count": count,
+            }
+            for message_id, channel_id, count in rows
+        ]
+        if attempts:
+            conn.execute(insert(t.attempts), attempts)
 
     def _dead_local_workers(self) -> list[str]:
         return self._dead_local(t.messages.c.claimed_by)

@@ -204,12 +204,12 @@ attempts = Table(
     Column("channel_id", ForeignKey("channels.id"), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     # connect, auth, mail, rcpt, data: where in the conversation it happened.
-    Column("stage", String(10), nullable=False),
+    Column("stage", String(20), nullable=False),
     Column("recipient", String(320)),
     Column("code", Integer),
     Column("enhanced", String(12), nullable=False, default=""),
     Column("text", Text, nullable=False, default=""),
-    Column("reply_class", String(12), nullable=False),
+    Column("reply_class", String(20), nullable=False),
     # RCPT commands sent in this transaction, counted against the daily quota.
     Column("rcpt_count", Integer, nullable=False, default=0),
     Index("ix_attempts_channel_at", "channel_id", "at"),

@@ -2,13 +2,13 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-04 17:35:38.977485
+Create Date: 2026-12-04 17:39:35.174242
 """
 
-import sqlalchemy as sa
 from alembic import op
-
+import sqlalchemy as sa
 import mailroom.store.schema
+
 
 revision = "0001"
 down_revision = None
@@ -149,12 +149,12 @@ def upgrade() -> None:
         sa.Column("message_id", sa.Integer(), nullable=True),
         sa.Column("channel_id", sa.Integer(), nullable=False),
         sa.Column("at", mailroom.store.schema.UTCDateTime(), nullable=False),
-        sa.Column("stage", sa.String(length=10), nullable=False),
+        sa.Column("stage", sa.String(length=20), nullable=False),
         sa.Column("recipient", sa.String(length=320), nullable=True),
         sa.Column("code", sa.Integer(), nullable=True),
         sa.Column("enhanced", sa.String(length=12), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("reply_class", sa.String(length=12), nullable=False),
+        sa.Column("reply_class", sa.String(length=20), nullable=False),
         sa.Column("rcpt_count", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["channel_id"],
