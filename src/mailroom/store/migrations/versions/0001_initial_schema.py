@@ -5,10 +5,10 @@ Revises:
 Create Date: 2026-12-04 17:39:35.174242
 """
 
-from alembic import op
 import sqlalchemy as sa
-import mailroom.store.schema
+from alembic import op
 
+import mailroom.store.schema
 
 revision = "0001"
 down_revision = None
