@@ -127,3 +127,31 @@ def test_runtime_errors_are_input_errors() -> None:
     with pytest.raises(InputError) as caught:
         MessageTemplate("s", None, "{{ 1 / 0 }}").render({})
     assert caught.value.field == "html"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'x'|center(10**7) }}",
+        "{{ ('x'*100000)|replace('x','x'*100) }}",
+        "{{ ('x'*100000)|list|join('x'*100) }}",
+        "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+    ],
+)
+def test_templates_cannot_build_huge_messages(source: str) -> None:
+    template = MessageTemplate("Hi", source, None)
+
+    with pytest.raises(InputError) as caught:
+        template.render({})
+
+    assert caught.value.field == "text"
+
+
+def test_ordinary_filters_still_work() -> None:
+    template = MessageTemplate(
+        "{{ name|upper }}", "{{ name|replace('a', 'o') }} {{ items|join(', ') }}", None
+    )
+
+    rendered = template.render({"name": "ava", "items": ["a", "b"]})
+
+    assert (rendered.subject, rendered.text) == ("AVA", "ovo a, b")

@@ -10,6 +10,8 @@ autoescaped; the subject and text body are not HTML.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,6 +19,7 @@ from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.nodes import Template as TemplateNode
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from mailroom.addresses import check_header_value
 from mailroom.errors import InputError
@@ -25,6 +28,9 @@ from mailroom.errors import InputError
 # exhaust memory, so results of * and ** are capped.
 _MAX_REPEAT: Final = 100_000
 _MAX_EXPONENT: Final = 64
+# Filters are capped too (center(10**9), replace and join can each make
+# gigabytes), and so is what one part may render to.
+_MAX_OUTPUT: Final = 1_000_000
 
 _PARTS: Final = ("subject", "text", "html")
 
@@ -51,7 +57,49 @@ def _check_repeat(left: Any, right: Any) -> None:
 
 
 def _environment(autoescape: bool) -> SandboxedEnvironment:
-    return _BoundedSandbox(undefined=StrictUndefined, autoescape=autoescape)
+    env = _BoundedSandbox(undefined=StrictUndefined, autoescape=autoescape)
+    env.filters = {name: _bounded(name, f) for name, f in env.filters.items()}
+    env.filters["replace"] = _bounded("replace", _safe_replace)
+    env.filters["join"] = _bounded("join", _safe_join(env.filters["join"]))
+    return env
+
+
+def _bounded(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that refuses huge sizes (center(10**9)) and huge results."""
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args, *kwargs.values()):
+            too_big = isinstance(value, int) and abs(value) > _MAX_REPEAT
+            if too_big and not isinstance(value, bool):
+                raise SecurityError(f"{name}: a size above {_MAX_REPEAT}")
+        result = func(*args, **kwargs)
+        if isinstance(result, str | list | tuple) and len(result) > _MAX_OUTPUT:
+            raise SecurityError(f"{name}: a result longer than {_MAX_OUTPUT}")
+        return result
+
+    return bounded
+
+
+def _safe_replace(value: Any, old: str, new: str, count: int | None = None) -> Any:
+    text = str(value)
+    grown = text.count(old) * max(0, len(new) - len(old)) if old else len(new)
+    if len(text) + grown > _MAX_OUTPUT:
+        raise SecurityError(f"replace: a result longer than {_MAX_OUTPUT}")
+    result = text.replace(old, new, -1 if count is None else count)
+    # Markup in, Markup out, as the built-in filter does for HTML bodies.
+    return type(value)(result) if isinstance(value, Markup) else result
+
+
+def _safe_join(join: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(join)
+    def safe_join(eval_ctx: Any, value: Any, d: str = "", *args: Any) -> Any:
+        items = list(value)
+        if len(d) * len(items) > _MAX_OUTPUT:
+            raise SecurityError(f"join: a result longer than {_MAX_OUTPUT}")
+        return join(eval_ctx, items, d, *args)
+
+    return safe_join
 
 
 _PLAIN: Final = _environment(autoescape=False)
@@ -113,7 +161,7 @@ class MessageTemplate:
         if template is None:
             return None
         try:
-            return template.render(fields)
+            return _render_bounded(template, fields)
         except UndefinedError as exc:
             raise InputError(part, exc.message or "undefined", _UNDEFINED_FIX) from exc
         except SecurityError as exc:
@@ -122,6 +170,17 @@ class MessageTemplate:
         except (TemplateError, ArithmeticError, TypeError, ValueError) as exc:
             problem = f"the template failed: {exc}"
             raise InputError(part, problem, "fix the expression") from exc
+
+
+def _render_bounded(template: Template, fields: dict[str, str]) -> str:
+    # Streamed, so a loop that writes without end stops at the cap.
+    pieces, size = [], 0
+    for piece in template.generate(fields):
+        size += len(piece)
+        if size > _MAX_OUTPUT:
+            raise SecurityError(f"the message is longer than {_MAX_OUTPUT}")
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 _UNDEFINED_FIX: Final = "add the column to the contacts file or fix its name"
