@@ -7,23 +7,27 @@ All three send the same number of ~2 KB personalized messages to Postfix's
   with the ``email`` package (EmailMessage), the way a script would.
 - ``smtp-source``: Postfix's own load generator with one session, the limit of
   this machine and of smtp-sink.
-- ``mailroom``: one worker on SQLite with no limit set: the campaign is
-  rendered and committed to the outbox, then delivered with every outcome
+- ``mailroom``: one worker on SQLite with no limit set, delivering a campaign
+  already accepted (rendered and committed to the outbox), every outcome
   committed as it happens.
 
-Run: ``python bench/send_rate.py --messages 5000`` (needs Debian's postfix).
+Run: ``python bench/send_rate.py`` (needs Debian's postfix for the sink).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import shutil
 import smtplib
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -77,47 +81,85 @@ def contacts(n: int) -> list[dict[str, str]]:
     ]
 
 
-def bench_smtplib(port: int, rows: list[dict[str, str]]) -> float:
+@dataclass
+class Run:
+    """One contender's result: messages per second and CPU per message."""
+
+    rate: float
+    cpu_us: float
+
+
+def timed(n: int, work: Callable[[], None], cpu: Callable[[], float]) -> Run:
+    wall, cpu0 = time.perf_counter(), cpu()
+    work()
+    wall, used = time.perf_counter() - wall, cpu() - cpu0
+    return Run(n / wall, used / n * 1e6)
+
+
+def bench_smtplib(port: int, rows: list[dict[str, str]]) -> Run:
     template = MessageTemplate(SUBJECT, BODY, None)
-    started = time.perf_counter()
-    with smtplib.SMTP("127.0.0.1", port) as client:
-        for row in rows:
-            rendered = template.render(row)
-            message = EmailMessage()
-            message["From"] = "Ava <ava@example.com>"
-            message["To"] = row["email"]
-            message["Subject"] = rendered.subject
-            message.set_content(rendered.text)
-            client.send_message(message)
-    return len(rows) / (time.perf_counter() - started)
+
+    def work() -> None:
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            for row in rows:
+                rendered = template.render(row)
+                message = EmailMessage()
+                message["From"] = "Ava <ava@example.com>"
+                message["To"] = row["email"]
+                message["Subject"] = rendered.subject
+                message.set_content(rendered.text or "")
+                client.send_message(message)
+
+    return timed(len(rows), work, time.process_time)
 
 
-def bench_smtp_source(port: int, n: int) -> float:
+def bench_smtp_source(port: int, n: int) -> Run:
     source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-    started = time.perf_counter()
-    subprocess.run(
-        [
-            source,
-            "-s",
-            "1",
-            "-m",
-            str(n),
-            "-l",
-            "2048",
-            "-f",
-            "ava@example.com",
-            "-t",
-            "lead@example.net",
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
-    )
-    return n / (time.perf_counter() - started)
+    command = [
+        source,
+        "-s",
+        "1",
+        "-m",
+        str(n),
+        "-l",
+        "2048",
+        "-f",
+        "ava@example.com",
+        "-t",
+        "lead@example.net",
+        f"127.0.0.1:{port}",
+    ]
+    return timed(n, lambda: subprocess.run(command, check=True), _children_cpu)
 
 
-def bench_mailroom(port: int, rows: list[dict[str, str]], connections: int):
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_mailroom(port: int, rows: list[dict[str, str]], connections: int) -> Run:
+    """Delivery of an accepted campaign, every outcome committed."""
     home = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
     mr = Mailroom.init(Settings(home, f"sqlite:///{home / 'mailroom.db'}"))
+    try:
+        _queue_campaign(mr, home, port, rows, connections)
+        engine = mr.delivery(EngineOptions(batch=200))
+        run = timed(
+            len(rows),
+            lambda: asyncio.run(engine.run(until_idle=True)),
+            time.process_time,
+        )
+        unsent = mr.outbox.count_unsettled()
+    finally:
+        mr.close()
+        shutil.rmtree(home)
+    assert unsent == 0, f"{unsent} messages were not delivered"
+    return run
+
+
+def _queue_campaign(
+    mr: Mailroom, home: Path, port: int, rows: list[dict[str, str]], connections: int
+) -> None:
     team = mr.teams.add("bench", ["example.com"], ["ava@example.com"])
     mr.channels.add(
         ChannelSpec(
@@ -137,55 +179,55 @@ def bench_mailroom(port: int, rows: list[dict[str, str]], connections: int):
         + "".join(f"{r['email']},{r['first_name']},{r['company']}\n" for r in rows),
         encoding="utf-8",
     )
-
-    started = time.perf_counter()
-    request = CampaignRequest(
-        "bench", "Ava <ava@example.com>", csv, MessageTemplate(SUBJECT, BODY, None)
-    )
-    launched = launch(mr, plan_campaign(mr, team, request))
-    accepted = time.perf_counter()
-    engine = mr.delivery(EngineOptions(batch=200))
-    asyncio.run(engine.run(until_idle=True))
-    done = time.perf_counter()
-
-    sent = mr.outbox.count_unsettled()
-    mr.close()
-    shutil.rmtree(home)
-    assert sent == 0, f"{sent} messages were not delivered"
-    n = len(launched.message_ids)
-    return n / (done - accepted), n / (done - started), accepted - started
+    template = MessageTemplate(SUBJECT, BODY, None)
+    request = CampaignRequest("bench", "Ava <ava@example.com>", csv, template)
+    launch(mr, plan_campaign(mr, team, request))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     port = free_port()
     sink = start_sink(port)
+    rows = contacts(args.messages)
+    contenders: dict[str, Callable[[], Run]] = {
+        "smtplib + email package, 1 connection": lambda: bench_smtplib(port, rows),
+        "smtp-source, 1 session": lambda: bench_smtp_source(port, args.messages),
+        "mailroom worker, 1 connection": lambda: bench_mailroom(port, rows, 1),
+        f"mailroom worker, {args.connections} connections": lambda: bench_mailroom(
+            port, rows, args.connections
+        ),
+    }
+    results: dict[str, list[Run]] = {name: [] for name in contenders}
     try:
-        rows = contacts(args.messages)
-        plain = bench_smtplib(port, rows)
-        source = bench_smtp_source(port, args.messages)
-        one = bench_mailroom(port, rows, 1)
-        many = bench_mailroom(port, rows, args.connections)
+        # Interleaved rounds: a slow moment of the machine hits every
+        # contender alike, and the medians compare like with like.
+        for _ in range(args.rounds):
+            for name, contender in contenders.items():
+                results[name].append(contender())
     finally:
         sink.terminate()
         sink.wait()
+    report(args, results)
 
-    print(f"messages: {args.messages}")
-    print(f"smtplib + email package, one connection: {plain:8.0f} msg/s")
-    print(f"smtp-source, one session:                {source:8.0f} msg/s")
-    for label, (send, total, accept) in (
-        ("mailroom, 1 connection", one),
-        (f"mailroom, {args.connections} connections", many),
-    ):
-        print(
-            f"{label:<40} {send:8.0f} msg/s delivering "
-            f"({send / plain:.2f}x smtplib), {total:.0f} msg/s including "
-            f"accepting the campaign ({accept:.2f}s)"
-        )
+
+def report(args: argparse.Namespace, results: dict[str, list[Run]]) -> None:
+    baseline = statistics.median(r.rate for r in next(iter(results.values())))
+    print(
+        f"{args.messages} messages of ~2 KB to smtp-sink on loopback, "
+        f"{args.rounds} interleaved rounds, medians"
+    )
+    print(f"{'contender':<42} {'msg/s':>8} {'x smtplib':>10} {'CPU us/msg':>11}")
+    for name, runs in results.items():
+        rate = statistics.median(r.rate for r in runs)
+        cpu = statistics.median(r.cpu_us for r in runs)
+        print(f"{name:<42} {rate:8.0f} {rate / baseline:10.2f} {cpu:11.0f}")
+    every = {name: [round(r.rate) for r in runs] for name, runs in results.items()}
+    print("every round (msg/s):", every)
 
 
 if __name__ == "__main__":

@@ -156,6 +156,14 @@ class _Link:
 
     def __init__(self) -> None:
         self.session: SmtpSession | None = None
+        # The commit of this session's last outcome, perhaps still running.
+        self.committed: asyncio.Future[None] | None = None
+
+    async def settle(self) -> None:
+        """Wait for the last outcome to be committed."""
+        if self.committed is not None:
+            committed, self.committed = self.committed, None
+            await committed
 
     async def close(self) -> None:
         if self.session is not None:
@@ -240,7 +248,10 @@ class ChannelRunner:
                 await self._deliver_batch(batch, link)
         finally:
             self.engine.writer.sessions -= 1
-            await link.close()
+            try:
+                await link.settle()
+            finally:
+                await link.close()
 
     async def _deliver_batch(self, batch: list[Pending], link: _Link) -> None:
         for index, message in enumerate(batch):
@@ -272,7 +283,7 @@ class ChannelRunner:
             await self._transact(link, message, group, result)
             if result.signal is not ChannelSignal.none or link.session is None:
                 break
-        await self._settle(message, result)
+        await self._settle(message, result, link)
 
     async def _transact(
         self,
@@ -289,7 +300,12 @@ class ChannelRunner:
         if data is None:
             return
         try:
-            txn = await session.send(message.sender, [r.address for r in group], data)
+            txn = await session.send(
+                message.sender,
+                [r.address for r in group],
+                data,
+                before_end=link.committed,
+            )
         except SessionError as exc:
             await link.close()
             if _worth_a_new_connection(session, exc, retried):
@@ -349,7 +365,7 @@ class ChannelRunner:
             result.signal = ChannelSignal.throttled
             result.signal_reply = exc.reply
 
-    async def _settle(self, message: Pending, result: RoundResult) -> None:
+    async def _settle(self, message: Pending, result: RoundResult, link: _Link) -> None:
         wait_until, reason = self._react(result)
         if wait_until is None and self._wait_until is not None:
             # The limiter stopped the round: what was not sent waits for it.
@@ -364,11 +380,14 @@ class ChannelRunner:
             wait_until=wait_until,
             wait_reason=reason,
         )
-        await self.engine.writer.record(message, self.channel.id, outcome)
+        # The commit runs while the session starts its next transaction; the
+        # next message's final "." waits for it (see writer.py).
+        link.committed = self.engine.writer.submit(message, self.channel.id, outcome)
         self._log(message, outcome)
         if self.engine.on_outcome is not None:
             self.engine.on_outcome(message, outcome)
         if result.signal is not ChannelSignal.none:
+            await link.settle()
             raise ChannelStopped
 
     def _log(self, message: Pending, outcome: Outcome) -> None:

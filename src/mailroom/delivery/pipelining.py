@@ -142,11 +142,15 @@ class ReplyStream(asyncio.Protocol):
             waiter.set_result(None)
 
 
+# RFC 5321 4.1.1.4: the content ends with a line holding only a period.
+END_OF_DATA: Final = b".\r\n"
+
+
 def dot_stuff(data: bytes) -> bytes:
-    """Content ready for DATA: dot-stuffed and ending in CRLF, then ".CRLF"."""
+    """Content ready for DATA, up to but not including the final ".CRLF"."""
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+    return _LEADING_DOT.sub(b"..", data)
 
 
 def is_closing(reply: Reply) -> bool:

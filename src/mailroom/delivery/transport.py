@@ -18,6 +18,7 @@ import aiosmtplib
 
 from mailroom.channels.model import Security
 from mailroom.delivery.pipelining import (
+    END_OF_DATA,
     ReplyStream,
     StreamClosed,
     dot_stuff,
@@ -152,12 +153,25 @@ class SmtpSession:
         self._maybe_pipeline()
 
     async def send(
-        self, sender: str, recipients: list[str], data: bytes
+        self,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        *,
+        before_end: Awaitable[None] | None = None,
     ) -> Transaction:
-        """One transaction; a refused recipient does not stop the others."""
+        """One transaction; a refused recipient does not stop the others.
+
+        ``before_end`` is awaited before the final "." that lets the server
+        accept the message (with pipelining, after the content is written).
+        """
         self.transactions += 1
         if self._stream is not None:
-            return await self._send_pipelined(self._stream, sender, recipients, data)
+            return await self._send_pipelined(
+                self._stream, sender, recipients, data, before_end
+            )
+        if before_end is not None:
+            await before_end
         result = Transaction()
         result.mail = await self._mail(sender, data)
         if not result.mail.is_success:
@@ -212,7 +226,12 @@ class SmtpSession:
             self._stream = ReplyStream.attach(transport)  # type: ignore[arg-type]
 
     async def _send_pipelined(
-        self, stream: ReplyStream, sender: str, recipients: list[str], data: bytes
+        self,
+        stream: ReplyStream,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        before_end: Awaitable[None] | None,
     ) -> Transaction:
         # RFC 2920 3.1: MAIL, every RCPT and DATA go in one write; the replies
         # come back in the same order.
@@ -225,11 +244,16 @@ class SmtpSession:
         replies = await self._replies(stream, len(recipients) + 2)
         result.mail = replies[0]
         result.rcpt = dict(zip(recipients, replies[1:-1], strict=True))
-        await self._finish_data(stream, result, replies[-1], data)
+        await self._finish_data(stream, result, replies[-1], data, before_end)
         return result
 
     async def _finish_data(
-        self, stream: ReplyStream, result: Transaction, start: Reply, data: bytes
+        self,
+        stream: ReplyStream,
+        result: Transaction,
+        start: Reply,
+        data: bytes,
+        before_end: Awaitable[None] | None,
     ) -> None:
         wanted = result.mail is not None and result.mail.is_success and result.accepted
         if start.code != ReplyCode.start_input:
@@ -243,6 +267,9 @@ class SmtpSession:
             await self._reply(stream)
             return
         stream.write(dot_stuff(data))
+        if before_end is not None:
+            await before_end
+        stream.write(END_OF_DATA)
         try:
             result.data = await self._reply(stream)
         except SessionError as exc:

@@ -1,8 +1,10 @@
 """Group commit of delivery outcomes.
 
-Each session waits until its message's outcome is committed before it starts
-the next transaction, so at most one accepted-but-unrecorded message per
-session can exist at any moment (the unavoidable window of RFC 5321 6.1).
+A session may start its next transaction while its last outcome is being
+committed, but it sends the final "." of the next message (the moment the
+server may accept it) only once that commit is done.  So at most one
+accepted-but-unrecorded message per session exists at any moment (the
+unavoidable window of RFC 5321 6.1).
 Outcomes of the channel's other sessions share the same transaction: a group
 is written as soon as every running session has joined it, or after
 ``linger`` seconds, so the cost of a commit is paid once per group.
@@ -29,13 +31,19 @@ class OutcomeWriter:
 
     async def record(self, message: Pending, channel_id: int, outcome: Outcome) -> None:
         """Return once the outcome is committed; raise if the commit failed."""
+        await self.submit(message, channel_id, outcome)
+
+    def submit(
+        self, message: Pending, channel_id: int, outcome: Outcome
+    ) -> asyncio.Future[None]:
+        """Queue the outcome; the future is done once it is committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(((message, channel_id, outcome), done))
         if len(self._waiting) >= self.sessions:
             self._full.set()
         if self._flush is None:
             self._flush = asyncio.ensure_future(self._flush_soon())
-        await done
+        return done
 
     async def _flush_soon(self) -> None:
         if not self._full.is_set():
