@@ -436,3 +436,30 @@ def test_send_wait_gives_up_waiting_for_a_server_that_is_down(cli) -> None:
     assert result.exit_code == 1
     assert "cannot reach the server" in result.output
     assert "mailroom worker" in result.output
+
+
+def test_the_password_based_office365_preset_warns_of_basic_auth_retirement(
+    cli,
+) -> None:
+    result = cli(
+        "channel",
+        "add",
+        "ava-mailbox",
+        "--kind",
+        "office365",
+        "--team",
+        "acme",
+        "--owner",
+        "alice@example.com",
+        "--username",
+        "alice@example.com",
+        "--password-stdin",
+        stdin="fake-password\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "December 2026" in result.output
+    assert "mailroom channel connect microsoft" in result.output
+    shown = json.loads(cli("channel", "show", "ava-mailbox", "--json").stdout)
+    assert shown["limits"]["per_minute"] == 30
+    assert shown["limits"]["per_day"] == 10_000
