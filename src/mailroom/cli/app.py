@@ -83,7 +83,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help=_("Keep the throwaway folder."))] = True,
 ) -> None:
     """Run the main job end to end with nothing configured."""
-    from mailroom.demo import run_demo
+    from mailroom.cli.demo import run_demo
 
     raise typer.Exit(run_demo(console))
 

@@ -25,9 +25,10 @@ from mailroom.cli.context import (
     print_json,
 )
 from mailroom.cli.send_cmds import WaitTimeout, deliver, read_text
-from mailroom.cli.views import campaign_view
+from mailroom.core import Mailroom
 from mailroom.errors import InputError
 from mailroom.i18n import _
+from mailroom.reports import campaign_view
 
 app = typer.Typer(help=_("Campaigns: one template, a list of contacts."))
 
@@ -135,7 +136,7 @@ def _show_previews(plan: CampaignPlan, count: int) -> None:
     console.print(_("dry run: nothing was queued or sent"))
 
 
-def _summary(mr, campaign_id: int, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+def _summary(mr: Mailroom, campaign_id: int, elapsed: float) -> None:
     view = campaign_view(mr, campaign_id) or {}
     states = view.get("states", {})
     sent = states.get("sent", 0)
@@ -177,7 +178,7 @@ def status(
         view = campaign_view(mr, campaign_id)
         if view is None:
             fail(_("no campaign {id}").format(id=campaign_id), 2)
-        channel = mr.channels.get(_channel_id(mr, campaign_id))
+        channel = mr.channels.get(view["channel_id"])
         view["channel"] = channel.name
         waiting = {"queued", "deferred", "sending"} & set(view["states"])
         view["estimated_finish"] = estimate_finish(mr, channel) if waiting else None
@@ -186,16 +187,3 @@ def status(
         return
     for key, value in view.items():
         console.print(f"{key}: {value}", markup=False)
-
-
-def _channel_id(mr, campaign_id: int) -> int:  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-
-    from mailroom.store import schema as t
-
-    with mr.db.connect() as conn:
-        return int(
-            conn.scalar(
-                select(t.campaigns.c.channel_id).where(t.campaigns.c.id == campaign_id)
-            )
-        )

@@ -21,10 +21,10 @@ from mailroom.cli.context import (
     print_json,
     read_secret,
 )
-from mailroom.cli.views import channel_view
 from mailroom.core import Mailroom
 from mailroom.errors import InputError
 from mailroom.i18n import _
+from mailroom.reports import channel_view
 from mailroom.secrets import Secret
 
 app = typer.Typer(help=_("Delivery channels: your own SMTP servers and services."))

@@ -20,10 +20,10 @@ from mailroom.cli.context import (
     print_json,
 )
 from mailroom.cli.progress import DeliveryProgress
-from mailroom.cli.views import find_message, message_view, state_counts, waiting_view
 from mailroom.core import Mailroom
 from mailroom.errors import InputError
 from mailroom.i18n import _
+from mailroom.reports import find_message, message_view, state_counts, waiting_view
 from mailroom.sending import OneOff, submit
 
 message_app = typer.Typer(help=_("Look at one message."))

@@ -299,11 +299,10 @@ class SmtpSession:
 
     async def _quit_pipelined(self, stream: ReplyStream) -> None:
         if stream.is_open:
-            try:
+            # A server that has gone already needs no goodbye.
+            with contextlib.suppress(StreamClosed):
                 stream.write(b"QUIT\r\n")
                 await stream.read(min(self.endpoint.timeout, 5.0))
-            except StreamClosed:
-                pass
         stream.close()
         self._client.close()
 

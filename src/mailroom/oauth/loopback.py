@@ -13,6 +13,7 @@ seconds for the person to finish in the browser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from types import TracebackType
 from typing import Final, Self
@@ -143,8 +144,7 @@ async def _respond(writer: asyncio.StreamWriter, status: int, page: str) -> None
         "Cache-Control: no-store\r\n"
         "Connection: close\r\n\r\n"
     )
-    try:
+    # The browser may have closed the page already; the code is what matters.
+    with contextlib.suppress(ConnectionError):
         writer.write(head.encode("ascii") + body)
         await writer.drain()
-    except ConnectionError:
-        pass

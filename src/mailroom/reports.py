@@ -1,7 +1,8 @@
-"""Plain-data views of core objects, for --json and for tables.
+"""Reports: plain data about channels, messages, campaigns and the queue.
 
-Views are built field by field from an allow-list, so a secret added to a core
-object later cannot reach the output by accident.
+The command line prints them (as tables or ``--json``); the web API will serve
+the same.  Each is built field by field from an allow-list, so a secret added
+to a core object later cannot reach any output by accident.
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def campaign_view(mr: Mailroom, campaign_id: int) -> dict[str, Any] | None:
     return {
         "id": row.id,
         "name": row.name,
+        "channel_id": row.channel_id,
         "sender": row.sender,
         "rows": row.rows_total,
         "queued_at_launch": row.queued,

@@ -25,7 +25,7 @@ from mailroom.i18n import _
 from mailroom.sandbox import SandboxServer
 from mailroom.secrets import Secret
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 SENDER = "Demo Sales <sales@example.com>"
 SUBJECT = "{{ company }} × mailroom: ご案内 / an introduction"
 # Visible pacing: the sandbox channel sends at most one message every 0.2 s.
