@@ -16,7 +16,7 @@ from mailroom.channels.routing import choose_channel
 from mailroom.compose.message import make_message_id
 from mailroom.core import Mailroom
 from mailroom.errors import InputError
-from mailroom.store.outbox import NewMessage
+from mailroom.store.records import NewMessage
 from mailroom.store.states import MessageState
 from mailroom.teams import Team
 

@@ -126,7 +126,7 @@ def test_limits_survive_a_restart_of_the_worker(
     # A new process would open the database afresh and know nothing in memory.
     again = Mailroom(real_mr.settings, SystemClock())
     try:
-        again.outbox.recover()
+        again.outbox.claims.recover()
         asyncio.run(again.delivery().run(until_idle=True))
     finally:
         again.close()

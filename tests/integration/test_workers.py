@@ -19,7 +19,7 @@ from mailroom.core import Mailroom
 from mailroom.sandbox import SandboxServer
 from mailroom.sending import OneOff, submit
 from mailroom.store import schema as t
-from mailroom.store.outbox import WORKER_HOST
+from mailroom.store.claims import WORKER_HOST
 from mailroom.teams import Team
 from tests.support.faults import FaultServer
 from tests.support.plugin import SANDBOX_PASSWORD
@@ -164,7 +164,7 @@ def test_mail_a_dead_worker_held_counts_against_the_limit(
     )
     for i in range(3):
         submit(mr, team, OneOff("alice@example.com", [f"u{i}@example.net"], "Hi", "x"))
-    claimed = mr.outbox.claim(channel.id, 3)
+    claimed = mr.outbox.claims.claim(channel.id, 3)
     with mr.db.begin() as conn:
         conn.execute(
             update(t.messages)

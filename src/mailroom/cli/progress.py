@@ -19,7 +19,7 @@ from rich.progress import (
 
 from mailroom.cli.context import console
 from mailroom.i18n import _
-from mailroom.store.outbox import Outcome, Pending
+from mailroom.store.records import Outcome, Pending
 from mailroom.store.states import SETTLED, MessageState
 
 PLAIN_EVERY = 2.0

@@ -33,7 +33,8 @@ from mailroom.delivery.transport import (
 )
 from mailroom.delivery.writer import OutcomeWriter
 from mailroom.errors import ChannelAuthError, ChannelConnectError, InputError
-from mailroom.store.outbox import Outbox, Outcome, Pending, PendingRecipient
+from mailroom.store.outbox import Outbox
+from mailroom.store.records import Outcome, Pending, PendingRecipient
 from mailroom.store.states import MessageState
 
 log = logging.getLogger("mailroom.delivery")
@@ -89,7 +90,7 @@ class Engine:
         """Deliver until stopped; or until nothing is due (``until_idle``); or
         until the messages in ``watch`` have all settled or are held, or none
         of them can go before ``deadline``."""
-        recovered = self.outbox.recover()
+        recovered = self.outbox.claims.recover()
         if recovered:
             log.warning("requeued %d message(s) left by a stopped worker", recovered)
 
@@ -111,7 +112,7 @@ class Engine:
 
     async def run_once(self) -> bool:
         """One pass over every channel with due mail; True if any was tried."""
-        if self.outbox.recover():
+        if self.outbox.claims.recover():
             # What dead workers may have sent is now in the history: reseed.
             self._limiters.clear()
         channels = self._ready_channels()
@@ -194,7 +195,7 @@ class ChannelRunner:
         self._wait_reason = ""
 
     async def run(self) -> bool:
-        if not self.outbox.take_channel(self.channel.id):
+        if not self.outbox.claims.take_channel(self.channel.id):
             # Another worker delivers this channel; its limits are in its hands.
             return False
         self._renewed = self.clock.now()
@@ -203,7 +204,7 @@ class ChannelRunner:
             await asyncio.gather(*workers)
             self._apply_stop()
         finally:
-            self.outbox.give_channel(self.channel.id)
+            self.outbox.claims.give_channel(self.channel.id)
         return self._tried
 
     def _batch_size(self) -> int:
@@ -217,7 +218,7 @@ class ChannelRunner:
         # looks abandoned while a slow server takes its time.
         now = self.clock.now()
         if (now - self._renewed).total_seconds() >= RENEW_EVERY:
-            self.outbox.renew_channel(self.channel.id)
+            self.outbox.claims.renew_channel(self.channel.id)
             self._renewed = now
 
     def _apply_stop(self) -> None:
@@ -241,7 +242,7 @@ class ChannelRunner:
         try:
             while not self._stopped:
                 self._maybe_renew()
-                batch = self.outbox.claim(self.channel.id, self._batch_size())
+                batch = self.outbox.claims.claim(self.channel.id, self._batch_size())
                 if not batch:
                     return
                 self._tried = True
@@ -356,7 +357,7 @@ class ChannelRunner:
         delay = self.options.retry.retry_delay(message.attempts + 1)
         when = self.clock.now() + timedelta(seconds=delay)
         reason = f"an internal error stopped this message; next try at {_when(when)}"
-        self.outbox.release([message.id], when, reason)
+        self.outbox.claims.release([message.id], when, reason)
 
     def _broken_session(self, result: RoundResult, exc: SessionError) -> None:
         reply = exc.reply or Reply(451, "4.4.2", f"connection lost: {exc}")
@@ -447,7 +448,9 @@ class ChannelRunner:
     def _give_back(self, messages: list[Pending]) -> None:
         if messages:
             when = self._wait_until or self.clock.now()
-            self.outbox.release([m.id for m in messages], when, self._wait_reason)
+            self.outbox.claims.release(
+                [m.id for m in messages], when, self._wait_reason
+            )
 
     # Sessions and channel-wide reactions ---------------------------------------
 

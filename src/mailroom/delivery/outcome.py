@@ -13,7 +13,7 @@ from datetime import datetime
 
 from mailroom.delivery.replies import Reply, ReplyClass, classify, describe
 from mailroom.delivery.transport import Transaction
-from mailroom.store.outbox import AttemptRow, Outcome, Pending, PendingRecipient
+from mailroom.store.records import AttemptRow, Outcome, Pending, PendingRecipient
 from mailroom.store.states import MessageState, RecipientState
 
 

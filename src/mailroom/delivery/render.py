@@ -7,7 +7,7 @@ from typing import Any
 
 from mailroom.addresses import Address
 from mailroom.compose.message import Draft, build_message
-from mailroom.store.outbox import Pending
+from mailroom.store.records import Pending
 
 
 def render_message(message: Pending, smtputf8: bool, eight_bit: bool) -> bytes:

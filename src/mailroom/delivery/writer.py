@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from mailroom.store.outbox import Outbox, Outcome, Pending
+from mailroom.store.outbox import Outbox
+from mailroom.store.records import Outcome, Pending
 
 Round = tuple[Pending, int, Outcome]
 

@@ -1,17 +1,14 @@
 """The outbox: every message, recipient and attempt, durably.
 
-A message is committed here before anything reports it accepted.  Workers claim
-due messages with a lease; a worker that dies leaves an expired lease behind,
-and ``recover`` puts those messages back in the queue.
+A message is committed here before anything reports it accepted, and every
+outcome of a delivery round is written here in one transaction.  Claims and
+leases (which worker delivers what) are in ``claims``.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -22,107 +19,16 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     update,
 )
 
 from mailroom.clock import Clock
 from mailroom.delivery.limits import DAY, Send
 from mailroom.store import schema as t
+from mailroom.store.claims import Claims
 from mailroom.store.fastpath import PreparedSet
+from mailroom.store.records import NewMessage, Outcome, Pending
 from mailroom.store.states import MessageState, RecipientState, sources_of
-
-LEASE = timedelta(minutes=5)
-WORKER_HOST = socket.gethostname()
-INTERRUPTED = (
-    "the worker stopped during delivery; sending again (the server may "
-    "already have received it once)"
-)
-
-
-def worker_id() -> str:
-    """This process, as claims and channel leases name it."""
-    return f"{WORKER_HOST}:{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass(slots=True)
-class NewMessage:
-    """A message about to be accepted."""
-
-    team_id: int | None
-    channel_id: int
-    sender: str
-    message_id: str
-    content: dict[str, Any]
-    recipients: list[tuple[str, str]]
-    campaign_id: int | None = None
-    state: MessageState = MessageState.queued
-    reason: str = ""
-
-
-@dataclass(slots=True)
-class PendingRecipient:
-    id: int
-    address: str
-    kind: str
-
-
-@dataclass(slots=True)
-class Pending:
-    """A claimed message with the recipients it still owes."""
-
-    id: int
-    team_id: int | None
-    message_id: str
-    sender: str
-    content: dict[str, Any]
-    attempts: int
-    created_at: datetime
-    recipients: list[PendingRecipient] = field(default_factory=list)
-    # Recipients an earlier round delivered, so the message counts as sent.
-    already_sent: int = 0
-
-
-@dataclass(slots=True)
-class AttemptRow:
-    """One reply worth remembering, ready to insert."""
-
-    stage: str
-    code: int | None
-    enhanced: str
-    text: str
-    reply_class: str
-    recipient: str | None = None
-    rcpt_count: int = 0
-    at: datetime | None = None
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What one delivery round did to a message, written in one transaction."""
-
-    state: MessageState
-    reason: str = ""
-    next_attempt_at: datetime | None = None
-    charge_attempt: bool = True
-    recipient_states: dict[int, tuple[RecipientState, str]] = field(
-        default_factory=dict
-    )
-    attempts: list[AttemptRow] = field(default_factory=list)
-    suppress: list[tuple[str, str]] = field(default_factory=list)
-
 
 # Prepared once: the hot path of delivery writes these for every message.
 _UPDATE_RECIPIENT = (
@@ -212,6 +118,7 @@ class Outbox:
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
+        self.claims = Claims(engine, clock)
 
     # Acceptance -----------------------------------------------------------
 
@@ -268,242 +175,6 @@ class Outbox:
         return ids
 
     # Claims and outcomes ---------------------------------------------------
-
-    def recover(self) -> int:
-        """Put back in the queue what dead workers had claimed.
-
-        A claim from this machine whose process is gone is taken back at once;
-        any other claim once its lease has run out.  The server may already
-        have such a message (RFC 5321 6.1): it is sent again rather than lost,
-        and its history says so.
-        """
-        now = self.clock.now()
-        m = t.messages.c
-        dead = self._dead_local_workers()
-        stale = (m.lease_until < now) | m.claimed_by.in_(dead)
-        with self.engine.begin() as conn:
-            ids = list(
-                conn.scalars(
-                    select(m.id).where(m.state == MessageState.sending).where(stale)
-                )
-            )
-            if not ids:
-                return 0
-            conn.execute(
-                update(t.messages)
-                .where(m.id.in_(ids))
-                .where(m.state == MessageState.sending)
-                .values(
-                    state=MessageState.queued,
-                    lease_until=None,
-                    claimed_by=None,
-                    reason=INTERRUPTED,
-                    updated_at=now,
-                )
-            )
-            conn.execute(
-                insert(t.events),
-                [
-                    {
-                        "at": now,
-                        "message_id": i,
-                        "kind": "interrupted",
-                        "detail": INTERRUPTED,
-                    }
-                    for i in ids
-                ],
-            )
-            self._count_interrupted(conn, ids, now)
-        return len(ids)
-
-    def _count_interrupted(
-        self, conn: Connection, ids: list[int], now: datetime
-    ) -> None:
-        # The dead worker may have started a transaction for any of these and
-        # its limiter died with it: count each against the channel's limits
-        # now, so that the server never sees more than the limit.
-        m, r = t.messages.c, t.recipients.c
-        rows = conn.execute(
-            select(m.id, m.channel_id, func.count(r.id))
-            .join(t.recipients)
-            .where(m.id.in_(ids))
-            .where(r.state.in_([RecipientState.queued, RecipientState.deferred]))
-            .group_by(m.id, m.channel_id)
-        )
-        attempts = [
-            {
-                "message_id": message_id,
-                "channel_id": channel_id,
-                "at": now,
-                "stage": "interrupted",
-                "recipient": None,
-                "code": None,
-                "enhanced": "",
-                "text": "counted against the limits after a worker stopped",
-                "reply_class": "interrupted",
-                "rcpt_count": count,
-            }
-            for message_id, channel_id, count in rows
-        ]
-        if attempts:
-            conn.execute(insert(t.attempts), attempts)
-
-    def _dead_local_workers(self) -> list[str]:
-        return self._dead_local(t.messages.c.claimed_by)
-
-    def _dead_local(self, column: Any) -> list[str]:
-        """Workers named in ``column`` that ran on this machine and are gone."""
-        with self.engine.connect() as conn:
-            owners = conn.scalars(
-                select(column).where(column.like(f"{WORKER_HOST}:%")).distinct()
-            ).all()
-        return [o for o in owners if not _alive(int(o.rpartition(":")[2]))]
-
-    def claim(self, channel_id: int, limit: int) -> list[Pending]:
-        """Take up to ``limit`` due messages of a channel, oldest first.
-
-        One UPDATE ... RETURNING both picks and marks them, so two workers can
-        never take the same message (on SQLite the statement holds the write
-        lock; on PostgreSQL the rows are locked and skipped by the other).
-        """
-        now = self.clock.now()
-        with self.engine.begin() as conn:
-            due = self._due_ids(conn, channel_id, now, limit)
-            ids = list(
-                conn.scalars(
-                    update(t.messages)
-                    .where(t.messages.c.id.in_(due))
-                    .where(text(t.WAITING_SQL))
-                    .values(
-                        state=MessageState.sending,
-                        lease_until=now + LEASE,
-                        claimed_by=worker_id(),
-                    )
-                    .returning(t.messages.c.id)
-                )
-            )
-            if not ids:
-                return []
-            return self._load_pending(conn, ids)
-
-    def _due_ids(
-        self, conn: Connection, channel_id: int, now: datetime, limit: int
-    ) -> Any:
-        query = (
-            select(t.messages.c.id)
-            .where(t.messages.c.channel_id == channel_id)
-            .where(text(t.WAITING_SQL))
-            .where(t.messages.c.next_attempt_at <= now)
-            .order_by(t.messages.c.next_attempt_at, t.messages.c.id)
-            .limit(limit)
-        )
-        if conn.dialect.name == "postgresql":
-            # Several workers may claim at once; each skips what another holds.
-            query = query.with_for_update(skip_locked=True)
-        return query
-
-    def take_channel(self, channel_id: int) -> bool:
-        """Become the one worker delivering a channel; False if another is.
-
-        The channel's limits live in that worker's memory, so two workers on
-        one channel would each allow the full rate.
-        """
-        now = self.clock.now()
-        c = t.channels.c
-        me = worker_id()
-        free = (
-            c.worker.is_(None)
-            | (c.worker == me)
-            | (c.worker_until < now)
-            | c.worker.in_(self._dead_local(c.worker))
-        )
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(t.channels)
-                .where(c.id == channel_id)
-                .where(free)
-                .values(worker=me, worker_until=now + LEASE)
-            )
-        return taken.rowcount == 1
-
-    def renew_channel(self, channel_id: int) -> None:
-        """Extend this worker's hold on a channel and on its claimed mail."""
-        until = self.clock.now() + LEASE
-        me = worker_id()
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.channels)
-                .where(t.channels.c.id == channel_id)
-                .where(t.channels.c.worker == me)
-                .values(worker_until=until)
-            )
-            conn.execute(
-                update(t.messages)
-                .where(t.messages.c.channel_id == channel_id)
-                .where(t.messages.c.claimed_by == me)
-                .where(t.messages.c.state == MessageState.sending)
-                .values(lease_until=until)
-            )
-
-    def give_channel(self, channel_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.channels)
-                .where(t.channels.c.id == channel_id)
-                .where(t.channels.c.worker == worker_id())
-                .values(worker=None, worker_until=None)
-            )
-
-    def _load_pending(self, conn: Connection, ids: list[int]) -> list[Pending]:
-        m = t.messages.c
-        rows = conn.execute(
-            select(
-                m.id,
-                m.team_id,
-                m.message_id,
-                m.sender,
-                t.message_contents.c.content,
-                m.attempts,
-                m.created_at,
-            )
-            .join(t.message_contents)
-            .where(m.id.in_(ids))
-            .order_by(m.next_attempt_at, m.id)
-        )
-        pending = {row.id: Pending(*row) for row in rows}
-        r = t.recipients.c
-        waiting = {RecipientState.queued, RecipientState.deferred}
-        for row in conn.execute(
-            select(r.id, r.message_id, r.address, r.kind, r.state)
-            .where(r.message_id.in_(ids))
-            .where(r.state.in_([*waiting, RecipientState.sent]))
-            .order_by(r.id)
-        ):
-            message = pending[row.message_id]
-            if row.state == RecipientState.sent:
-                message.already_sent += 1
-            else:
-                message.recipients.append(
-                    PendingRecipient(row.id, row.address, row.kind)
-                )
-        return list(pending.values())
-
-    def release(self, ids: Iterable[int], when: datetime, reason: str) -> None:
-        """Give claimed messages back unsent, to be tried at ``when``."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(t.messages)
-                .where(t.messages.c.id.in_(list(ids)))
-                .where(t.messages.c.state == MessageState.sending)
-                .values(
-                    state=MessageState.queued,
-                    lease_until=None,
-                    claimed_by=None,
-                    next_attempt_at=when,
-                    reason=reason,
-                    updated_at=self.clock.now(),
-                )
-            )
 
     def record(self, message: Pending, channel_id: int, outcome: Outcome) -> None:
         """Write one delivery round's outcome in one transaction."""
