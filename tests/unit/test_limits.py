@@ -9,8 +9,9 @@ import pytest
 
 from mailroom.channels.model import Limits
 from mailroom.clock import FakeClock
-from mailroom.delivery.limits import DAY, MINUTE, RateLimiter, Send, split_recipients
+from mailroom.delivery.limits import DAY, MINUTE, RateLimiter, split_recipients
 from mailroom.errors import InputError
+from mailroom.store.records import Send
 
 
 def drain(limiter: RateLimiter, clock: FakeClock, sends: int, rcpts: int = 1):

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
 from mailroom.channels.model import Limits
 from mailroom.errors import InputError
+from mailroom.store.records import Send
 
 MINUTE: Final = timedelta(minutes=1)
 DAY: Final = timedelta(hours=24)
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    at: datetime
-    recipients: int
 
 
 class RateLimiter:

@@ -8,7 +8,7 @@ leases (which worker delivers what) are in ``claims``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -23,12 +23,14 @@ from sqlalchemy import (
 )
 
 from mailroom.clock import Clock
-from mailroom.delivery.limits import DAY, Send
 from mailroom.store import schema as t
 from mailroom.store.claims import Claims
 from mailroom.store.fastpath import PreparedSet
-from mailroom.store.records import NewMessage, Outcome, Pending
+from mailroom.store.records import NewMessage, Outcome, Pending, Send
 from mailroom.store.states import MessageState, RecipientState, sources_of
+
+# The longest window any channel limit looks back over (recipients per 24 h).
+HISTORY = timedelta(hours=24)
 
 # Prepared once: the hot path of delivery writes these for every message.
 _UPDATE_RECIPIENT = (
@@ -326,7 +328,7 @@ class Outbox:
 
     def history(self, channel_id: int) -> list[Send]:
         """Transactions of the last 24 hours, to seed the channel's limiter."""
-        since = self.clock.now() - DAY
+        since = self.clock.now() - HISTORY
         a = t.attempts.c
         with self.engine.connect() as conn:
             rows = conn.execute(

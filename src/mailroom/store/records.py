@@ -74,3 +74,9 @@ class Outcome:
     )
     attempts: list[AttemptRow] = field(default_factory=list)
     suppress: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    at: datetime
+    recipients: int
