@@ -60,7 +60,7 @@ def route(
 def submit(mr: Mailroom, team: Team, request: OneOff) -> Accepted:
     """Validate, route and commit one message; returns what was accepted."""
     sender = parse_address(request.sender, "from")
-    _check_member(team, request.member or sender.addr_spec)
+    team.check_member(request.member or sender.addr_spec)
     channel = route(mr, team, sender, request.member, request.channel)
     to = [parse_address(a, "to") for a in request.to]
     cc = [parse_address(a, "cc") for a in request.cc]
@@ -99,15 +99,6 @@ def submit(mr: Mailroom, team: Team, request: OneOff) -> Accepted:
         message.reason,
         skipped,
     )
-
-
-def _check_member(team: Team, member: str) -> None:
-    if member.lower() not in team.members:
-        raise InputError(
-            "from",
-            f"{member} is not a member of team {team.name!r}",
-            "add the address with `mailroom team add-member`",
-        )
 
 
 def _envelope(

@@ -19,6 +19,21 @@ class Team:
     domains: list[str]
     members: list[str]
 
+    def check_member(self, address: str, field: str = "from") -> None:
+        """Refuse a sender who is not a member, saying what to add."""
+        address = address.lower()
+        if address in self.members:
+            return
+        domain = address.rpartition("@")[2]
+        fix = "add the address with `mailroom team add-member`"
+        if domain not in self.domains:
+            fix = (
+                f"{domain} is not one of the team's sending domains either: add "
+                "it with `mailroom team add-domain`, then the address with "
+                "`mailroom team add-member`"
+            )
+        raise InputError(field, f"{address} is not a member of team {self.name!r}", fix)
+
 
 class Teams:
     def __init__(self, engine: Engine, clock: Clock) -> None:

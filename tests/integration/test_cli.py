@@ -463,3 +463,71 @@ def test_the_password_based_office365_preset_warns_of_basic_auth_retirement(
     shown = json.loads(cli("channel", "show", "ava-mailbox", "--json").stdout)
     assert shown["limits"]["per_minute"] == 30
     assert shown["limits"]["per_day"] == 10_000
+
+
+def test_a_missing_ca_bundle_is_refused_when_the_channel_is_added(
+    cli, tmp_path: Path
+) -> None:
+    result = cli(
+        "channel",
+        "add",
+        "x",
+        "--kind",
+        "smtp",
+        "--host",
+        "127.0.0.1",
+        "--domain",
+        "example.com",
+        "--ca-bundle",
+        str(tmp_path / "none.pem"),
+    )
+
+    assert result.exit_code == 2
+    assert "ca_bundle" in result.output
+    assert "does not exist" in result.output
+
+
+def test_removing_a_channel_that_carried_mail_retires_it(
+    cli, channel, sandbox_server: SandboxServer
+) -> None:
+    sent = cli(
+        "send",
+        "--from",
+        "alice@example.com",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "x",
+        "--text",
+        "y",
+        "--wait",
+    )
+    assert sent.exit_code == 0, sent.output
+
+    removed = cli("channel", "remove", "sandbox")
+    listed = json.loads(cli("channel", "list", "--json").stdout)
+    shown = json.loads(cli("message", "show", "1", "--json").stdout)
+
+    assert removed.exit_code == 0, removed.output
+    assert "retired channel sandbox" in removed.output
+    assert listed == []
+    assert shown["state"] == "sent"
+    assert shown["channel"] == "sandbox.retired-1"
+
+
+def test_a_sender_outside_the_teams_domains_is_told_both_steps(cli) -> None:
+    result = cli(
+        "send",
+        "--from",
+        "ava@other.example",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "x",
+        "--text",
+        "y",
+    )
+
+    assert result.exit_code == 2
+    assert "team add-domain" in result.output
+    assert "team add-member" in result.output

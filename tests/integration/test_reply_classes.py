@@ -148,6 +148,7 @@ async def test_auth_failure_disconnects_and_holds_until_new_credentials(
     down = mr.channels.get(channel.id)
     assert down.status is ChannelStatus.disconnected
     assert "5.7.139" in down.status_reason
+    assert "mailroom channel update relay --password" in down.status_reason
     assert message(mr, first).state == "held"
     later = send(mr, team, "dave@example.net")
     assert message(mr, later).state == "held"

@@ -75,12 +75,7 @@ def plan_campaign(mr: Mailroom, team: Team, request: CampaignRequest) -> Campaig
     """Check a campaign end to end without writing anything."""
     sender = parse_address(request.sender, "from")
     member = (request.member or sender.addr_spec).lower()
-    if member not in team.members:
-        raise InputError(
-            "from",
-            f"{member} is not a member of team {team.name!r}",
-            "add the address with `mailroom team add-member`",
-        )
+    team.check_member(member)
     channel = route(mr, team, sender, member, request.channel)
 
     contacts = load_contacts(

@@ -33,6 +33,8 @@ class ChannelStatus(enum.StrEnum):
     disconnected = "disconnected"
     # Throttled or out of quota: mail waits until ``paused_until``.
     paused = "paused"
+    # Removed by a person; kept, under another name, for its mail's history.
+    retired = "retired"
 
 
 @dataclass(frozen=True, slots=True)

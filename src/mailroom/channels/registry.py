@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import ssl
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -86,7 +87,13 @@ class ChannelRegistry:
     def list(
         self, team_id: int | None = None, *, everything: bool = False
     ) -> list[Channel]:
-        query = select(t.channels).order_by(t.channels.c.id)
+        """Channels of a team and the platform's (or every team's); never the
+        retired."""
+        query = (
+            select(t.channels)
+            .where(t.channels.c.status != ChannelStatus.retired)
+            .order_by(t.channels.c.id)
+        )
         if not everything:
             query = query.where(
                 (t.channels.c.team_id == team_id) | t.channels.c.team_id.is_(None)
@@ -122,20 +129,43 @@ class ChannelRegistry:
                 )
             )
 
-    def remove(self, channel: Channel) -> None:
+    def remove(self, channel: Channel) -> bool:
+        """Remove a channel; one that carried mail is retired, not deleted, so
+        that its messages keep their history.  Returns whether it was deleted.
+        """
         with self.engine.begin() as conn:
-            pending = conn.scalar(
-                select(func.count())
-                .select_from(t.messages)
-                .where(t.messages.c.channel_id == channel.id)
-            )
-            if pending:
+            waiting, carried = self._mail_counts(conn, channel.id)
+            if waiting:
                 raise InputError(
                     "channel",
-                    f"{channel.name!r} has {pending} messages in its history",
-                    "disable it by updating its credentials instead of removing it",
+                    f"{channel.name!r} still has {waiting} message(s) to send",
+                    "cancel them with `mailroom message cancel` or "
+                    "`mailroom campaign cancel`, or let them go out first",
                 )
+            if carried:
+                conn.execute(
+                    update(t.channels)
+                    .where(t.channels.c.id == channel.id)
+                    .values(
+                        name=f"{channel.name}.retired-{channel.id}",
+                        status=ChannelStatus.retired,
+                        updated_at=self.clock.now(),
+                    )
+                )
+                return False
             conn.execute(delete(t.channels).where(t.channels.c.id == channel.id))
+            return True
+
+    def _mail_counts(self, conn: Any, channel_id: int) -> tuple[int, int]:
+        m = t.messages.c
+        waiting = ["queued", "deferred", "held", "sending"]
+        rows = conn.execute(
+            select(m.state.in_(waiting), func.count())
+            .where(m.channel_id == channel_id)
+            .group_by(m.state.in_(waiting))
+        ).all()
+        counts = {bool(key): count for key, count in rows}
+        return counts.get(True, 0), counts.get(False, 0)
 
     def open_secret(self, channel: Channel) -> Secret | None:
         return channel.secret
@@ -301,6 +331,7 @@ def _check_channel(channel: Channel) -> None:
             "pass --domain example.com",
         )
     _check_limits(channel.limits)
+    _check_ca_bundle(channel.ca_bundle)
     if channel.connections < 1:
         raise InputError("connections", "must be at least 1", "pass --connections 1")
 
@@ -338,3 +369,20 @@ def _check_owner(channel: Channel, members: set[str]) -> None:
             f"{channel.owner} is not a member of this team",
             "add the mailbox's owner with `mailroom team add-member`",
         )
+
+
+def _check_ca_bundle(path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise InputError(
+            "ca_bundle", f"{path} does not exist", "give a PEM file"
+        ) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise InputError(
+            "ca_bundle",
+            f"{path} holds no usable certificate ({exc})",
+            "give a PEM file",
+        ) from None

@@ -89,7 +89,14 @@ def demo(
 
 
 def main() -> None:
-    # Authlib announces on import a move to a package not yet released; it is
-    # noise for a person at a terminal (the test suite tracks it separately).
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    _quiet_dependency_warnings()
     app()
+
+
+def _quiet_dependency_warnings() -> None:
+    # Authlib announces on import a move to a package not yet released; it is
+    # noise for a person at a terminal.  Its module sets an "always" filter
+    # for its own warnings when imported, so ours must come after that.
+    from authlib.deprecate import AuthlibDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)

@@ -24,7 +24,7 @@ from mailroom.cli.context import (
     pick_team,
     print_json,
 )
-from mailroom.cli.send_cmds import WaitTimeout, deliver, read_text
+from mailroom.cli.send_cmds import WaitTimeout, deliver, read_text, worker_notice
 from mailroom.core import Mailroom
 from mailroom.errors import InputError
 from mailroom.i18n import _
@@ -80,9 +80,11 @@ def send(
             )
         )
         _report_finish(plan, launched.finish_at)
-        if wait:
-            progress = deliver(mr, launched.message_ids, wait_timeout)
-            _summary(mr, launched.campaign_id, progress.elapsed)
+        if not wait:
+            console.print(worker_notice())
+            return
+        progress = deliver(mr, launched.message_ids, wait_timeout)
+        _summary(mr, launched.campaign_id, progress.elapsed)
 
 
 def _report_plan(plan: CampaignPlan) -> None:

@@ -241,10 +241,17 @@ def _changes(channel: Channel, **values: Any) -> dict[str, Any]:
 
 @app.command("remove")
 def remove(name: str, team: TeamOpt = None) -> None:
-    """Remove a channel that has never carried mail."""
+    """Remove a channel (one that carried mail is retired, its history kept)."""
     with opened() as mr, friendly_errors():
-        mr.channels.remove(_find(mr, team, name))
-    console.print(_("removed channel {name}").format(name=name))
+        deleted = mr.channels.remove(_find(mr, team, name))
+    if deleted:
+        console.print(_("removed channel {name}").format(name=name))
+    else:
+        console.print(
+            _("retired channel {name}: its past mail keeps its history").format(
+                name=name
+            )
+        )
 
 
 @app.command("test")

@@ -37,6 +37,10 @@ WaitTimeout = Annotated[
 ]
 
 
+def worker_notice() -> str:
+    return _("`mailroom worker` sends queued mail (or pass --wait)")
+
+
 def read_text(path: Path, field: str) -> str:
     """A UTF-8 file's text, or an error naming the option."""
     try:
@@ -103,6 +107,8 @@ def send(
         if wait:
             deliver(mr, [accepted.id], wait_timeout)
             _report_wait(message_view(mr, accepted.id) or {})
+        else:
+            console.print(worker_notice())
 
 
 def _report_wait(view: dict[str, Any]) -> None:

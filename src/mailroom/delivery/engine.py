@@ -467,7 +467,7 @@ class ChannelRunner:
                 self._hold_reason = str(exc)
                 self._stop(None, str(exc))
             else:
-                self._disconnect(f"{describe(ReplyClass.auth)}: {exc.reply}")
+                self._disconnect(self._auth_reason(exc.reply))
             self._give_back([message])
             raise ChannelStopped from None
         except (ChannelConnectError, ChannelAuthError) as exc:
@@ -492,7 +492,7 @@ class ChannelRunner:
         """Apply a channel-wide signal; returns until when and why mail waits."""
         reply = result.signal_reply
         if result.signal is ChannelSignal.disconnected:
-            reason = f"{describe(ReplyClass.auth)}: {reply}"
+            reason = self._auth_reason(reply)
             self._disconnect(reason)
             return None, reason
         if result.signal is ChannelSignal.throttled:
@@ -523,6 +523,12 @@ class ChannelRunner:
             slot = self.limiter.next_slot(now, self.channel.limits.per_day)
             return max(3600.0, (slot - now).total_seconds())
         return 3600.0
+
+    def _auth_reason(self, reply: Reply | None) -> str:
+        return (
+            f"{describe(ReplyClass.auth)}: {reply}; store new credentials with "
+            f"`mailroom channel update {self.channel.name} --password`"
+        )
 
     def _disconnect(self, reason: str) -> None:
         self.engine.registry.set_status(

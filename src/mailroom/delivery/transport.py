@@ -102,12 +102,13 @@ class SmtpSession:
     def __init__(self, endpoint: Endpoint, local_hostname: str | None = None):
         self.endpoint = endpoint
         secure = endpoint.security is not Security.none
+        context = _context_or_error(endpoint) if secure else None
         self._client = aiosmtplib.SMTP(
             hostname=endpoint.host,
             port=endpoint.port,
             use_tls=endpoint.security is Security.tls,
             start_tls=False,
-            tls_context=tls_context(endpoint) if secure else None,
+            tls_context=context,
             timeout=endpoint.timeout,
             local_hostname=local_hostname,
         )
@@ -419,6 +420,16 @@ class SmtpSession:
         if is_closing(reply):
             raise SessionError("the server is closing the connection", reply)
         return reply
+
+
+def _context_or_error(endpoint: Endpoint) -> ssl.SSLContext:
+    try:
+        return tls_context(endpoint)
+    except (OSError, ssl.SSLError) as exc:
+        raise ChannelConnectError(
+            f"cannot load the CA bundle {endpoint.ca_bundle}: {exc}; fix it with "
+            "`mailroom channel update NAME --ca-bundle FILE`"
+        ) from None
 
 
 def _mail_line(sender: str, options: list[str]) -> str:
