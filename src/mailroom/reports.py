@@ -76,7 +76,7 @@ def message_view(mr: Mailroom, message_db_id: int) -> dict[str, Any] | None:
         "sender": row.sender,
         "subject": row.content.get("subject", ""),
         "state": row.state,
-        "reason": row.reason,
+        "reason": row.reason or _default_reason(row.state),
         "attempts": row.attempts,
         "next_attempt_at": None if row.state in SETTLED else row.next_attempt_at,
         "created_at": row.created_at,
@@ -141,6 +141,10 @@ def waiting_view(mr: Mailroom, limit: int = 50) -> list[dict[str, Any]]:
             .limit(limit)
         ).all()
     return [_explained(dict(row._mapping)) for row in rows]
+
+
+def _default_reason(state: str) -> str:
+    return "waiting for its turn" if state == "queued" else ""
 
 
 def _explained(row: dict[str, Any]) -> dict[str, Any]:

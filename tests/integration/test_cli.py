@@ -436,6 +436,11 @@ def test_send_wait_gives_up_waiting_for_a_server_that_is_down(cli) -> None:
     assert result.exit_code == 1
     assert "cannot reach the server" in result.output
     assert "mailroom worker" in result.output
+    history = json.loads(cli("message", "show", "1", "--json").stdout)["history"]
+    assert history[0]["stage"] == "connect"
+    assert "refused" in history[0]["text"] or "cannot connect" in history[0]["text"]
+    worked = cli("worker", "--until-idle")
+    assert "the next is due at" in worked.output
 
 
 def test_the_password_based_office365_preset_warns_of_basic_auth_retirement(
@@ -531,3 +536,13 @@ def test_a_sender_outside_the_teams_domains_is_told_both_steps(cli) -> None:
     assert result.exit_code == 2
     assert "team add-domain" in result.output
     assert "team add-member" in result.output
+
+
+def test_init_twice_says_so_and_keeps_the_key(cli, tmp_path: Path) -> None:
+    key = (tmp_path / "home" / "secret.key").read_bytes()
+
+    again = cli("init")
+
+    assert again.exit_code == 0
+    assert "already initialised" in again.output
+    assert (tmp_path / "home" / "secret.key").read_bytes() == key

@@ -55,8 +55,16 @@ def main_options(
 def init() -> None:
     """Create the data folder, the secret key (mode 0600) and the database."""
     settings = STATE.settings()
+    existed = settings.key_file.exists()
     with friendly_errors():
         Mailroom.init(settings).close()
+    if existed:
+        console.print(
+            _("{home} was already initialised; the schema is up to date").format(
+                home=settings.home
+            )
+        )
+        return
     console.print(_("initialised {home}").format(home=settings.home))
     if not os.environ.get("MAILROOM_SECRET_KEY"):
         console.print(

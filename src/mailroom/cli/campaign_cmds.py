@@ -22,6 +22,7 @@ from mailroom.cli.context import (
     friendly_errors,
     opened,
     pick_team,
+    print_fields,
     print_json,
 )
 from mailroom.cli.send_cmds import WaitTimeout, deliver, read_text, worker_notice
@@ -187,5 +188,4 @@ def status(
     if json:
         print_json(view)
         return
-    for key, value in view.items():
-        console.print(f"{key}: {value}", markup=False)
+    print_fields(view)

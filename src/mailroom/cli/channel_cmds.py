@@ -18,6 +18,7 @@ from mailroom.cli.context import (
     friendly_errors,
     opened,
     pick_team,
+    print_fields,
     print_json,
     read_secret,
 )
@@ -180,8 +181,7 @@ def show(name: str, team: TeamOpt = None, json: JsonOpt = False) -> None:
     if json:
         print_json(view)
         return
-    for key, value in view.items():
-        console.print(f"{key}: {value}")
+    print_fields(view)
 
 
 @app.command("update")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -71,6 +72,24 @@ def opened() -> Iterator[Mailroom]:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     sys.stdout.write("\n")
+
+
+def print_fields(view: dict[str, Any], keys: Iterable[str] | None = None) -> None:
+    """A report as "key: value" lines a person can read."""
+    for key in keys or view:
+        console.print(f"{key}: {_shown(view[key])}", markup=False)
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S} UTC"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_shown(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_shown(v) for v in value) or "-"
+    return str(value)
 
 
 def read_secret(from_stdin: bool, prompt: str) -> str:

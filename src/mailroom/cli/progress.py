@@ -34,6 +34,9 @@ class DeliveryProgress:
         self.counts: Counter[str] = Counter()
         self.started = time.monotonic()
         self._last_line = 0.0
+        # The settled count of the last plain line, so the closing line is
+        # printed only when it says something new.
+        self._shown = -1
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
@@ -60,7 +63,7 @@ class DeliveryProgress:
     ) -> None:
         if self._bar is not None:
             self._bar.stop()
-        elif self.counts:
+        elif self.counts and self._shown != self.done:
             self._plain_line()
 
     def __call__(self, message: Pending, outcome: Outcome) -> None:
@@ -87,6 +90,7 @@ class DeliveryProgress:
 
     def _plain_line(self) -> None:
         self._last_line = time.monotonic()
+        self._shown = self.done
         console.print(
             _("progress: {done}/{total} settled, {sent} sent, {rate:.1f} msg/s").format(
                 done=self.done,

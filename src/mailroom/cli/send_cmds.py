@@ -17,6 +17,7 @@ from mailroom.cli.context import (
     friendly_errors,
     opened,
     pick_team,
+    print_fields,
     print_json,
 )
 from mailroom.cli.progress import DeliveryProgress
@@ -136,26 +137,28 @@ def show(
     if json:
         print_json(view)
         return
-    for key in (
-        "id",
-        "message_id",
-        "channel",
-        "sender",
-        "subject",
-        "state",
-        "reason",
-        "attempts",
-        "next_attempt_at",
-        "sent_at",
-    ):
-        console.print(f"{key}: {view[key]}", markup=False)
+    print_fields(
+        view,
+        (
+            "id",
+            "message_id",
+            "channel",
+            "sender",
+            "subject",
+            "state",
+            "reason",
+            "attempts",
+            "next_attempt_at",
+            "sent_at",
+        ),
+    )
     for r in view["recipients"]:
         console.print(
             f"  {r['kind']} {r['address']}: {r['state']} {r['reply']}", markup=False
         )
     for a in view["history"]:
         console.print(
-            f"  {a['at']} {a['stage']} {a['recipient'] or ''} "
+            f"  {a['at']:%Y-%m-%d %H:%M:%S} {a['stage']} {a['recipient'] or ''} "
             f"{a['code'] or ''} {a['enhanced']} {a['text']}",
             markup=False,
         )
@@ -213,7 +216,14 @@ def worker(
     with opened() as mr, friendly_errors():
         asyncio.run(_work(mr, until_idle))
         counts = state_counts(mr)
+        due = mr.outbox.next_due([c.id for c in mr.channels.list(everything=True)])
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    if due is not None:
+        console.print(
+            _(
+                "mail still waits; the next is due at {at} (keep a worker running)"
+            ).format(at=_when(due))
+        )
 
 
 async def _work(mr: Mailroom, until_idle: bool) -> None:

@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from mailroom.addresses import parse_address
-from mailroom.cli.context import console, friendly_errors, opened, print_json
+from mailroom.cli.context import (
+    console,
+    friendly_errors,
+    opened,
+    print_fields,
+    print_json,
+)
 from mailroom.errors import InputError
 from mailroom.i18n import _
 
@@ -82,8 +88,7 @@ def show(name: str, json: Annotated[bool, typer.Option("--json")] = False) -> No
     if json:
         print_json(view)
         return
-    for key, value in view.items():
-        console.print(f"{key}: {value}")
+    print_fields(view)
 
 
 @app.command("unsuppress")

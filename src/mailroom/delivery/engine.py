@@ -23,7 +23,7 @@ from mailroom.delivery.limits import RateLimiter, split_recipients
 from mailroom.delivery.outcome import ChannelSignal, RoundResult, finish
 from mailroom.delivery.policy import RetryPolicy
 from mailroom.delivery.render import render_message
-from mailroom.delivery.replies import Reply, ReplyClass, describe
+from mailroom.delivery.replies import Reply, ReplyClass, classify, describe
 from mailroom.delivery.transport import (
     AuthRefused,
     Endpoint,
@@ -34,7 +34,7 @@ from mailroom.delivery.transport import (
 from mailroom.delivery.writer import OutcomeWriter
 from mailroom.errors import ChannelAuthError, ChannelConnectError, InputError
 from mailroom.store.outbox import Outbox
-from mailroom.store.records import Outcome, Pending, PendingRecipient
+from mailroom.store.records import AttemptRow, Outcome, Pending, PendingRecipient
 from mailroom.store.states import MessageState
 
 log = logging.getLogger("mailroom.delivery")
@@ -462,6 +462,7 @@ class ChannelRunner:
         try:
             link.session = await self._open_session()
         except AuthRefused as exc:
+            self._note_attempt(message, "auth", exc.reply, str(exc))
             if exc.already_recorded:
                 # The OAuth layer has marked the channel and held its mail.
                 self._hold_reason = str(exc)
@@ -471,8 +472,26 @@ class ChannelRunner:
             self._give_back([message])
             raise ChannelStopped from None
         except (ChannelConnectError, ChannelAuthError) as exc:
+            self._note_attempt(
+                message, "connect", getattr(exc, "reply", None), str(exc)
+            )
             self._pause_after_connect_error(message, str(exc))
             raise ChannelStopped from None
+
+    def _note_attempt(
+        self, message: Pending, stage: str, reply: Reply | None, text: str
+    ) -> None:
+        # The session never opened, yet the message was tried: its history
+        # says how (RFC 5321 gives no reply code to a refused connection).
+        row = AttemptRow(
+            stage,
+            reply.code if reply else None,
+            reply.enhanced if reply else "",
+            str(reply) if reply else text,
+            str(classify(reply)) if reply else "connect",
+            at=self.clock.now(),
+        )
+        self.outbox.add_attempts(message.id, self.channel.id, [row])
 
     async def _open_session(self) -> SmtpSession:
         session = SmtpSession(self._endpoint())

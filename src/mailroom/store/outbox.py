@@ -26,7 +26,7 @@ from mailroom.clock import Clock
 from mailroom.store import schema as t
 from mailroom.store.claims import Claims
 from mailroom.store.fastpath import PreparedSet
-from mailroom.store.records import NewMessage, Outcome, Pending, Send
+from mailroom.store.records import AttemptRow, NewMessage, Outcome, Pending, Send
 from mailroom.store.states import MessageState, RecipientState, sources_of
 
 # The longest window any channel limit looks back over (recipients per 24 h).
@@ -376,6 +376,15 @@ class Outbox:
             query = query.where(t.messages.c.id.in_(list(ids)))
         with self.engine.connect() as conn:
             return int(conn.scalar(query) or 0)
+
+    def add_attempts(
+        self, message_id: int, channel_id: int, attempts: list[AttemptRow]
+    ) -> None:
+        """Keep attempts that ended before any outcome (a refused connection)."""
+        outcome = Outcome(state=MessageState.queued, attempts=attempts)
+        rows = _attempt_rows(message_id, channel_id, outcome, self.clock.now())
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.attempts), rows)
 
     def add_event(
         self,
