@@ -167,9 +167,6 @@ class ChannelRegistry:
         counts = {bool(key): count for key, count in rows}
         return counts.get(True, 0), counts.get(False, 0)
 
-    def open_secret(self, channel: Channel) -> Secret | None:
-        return channel.secret
-
     # Internals ---------------------------------------------------------------
 
     def _resolve(self, spec: ChannelSpec) -> Channel:

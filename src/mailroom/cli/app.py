@@ -87,10 +87,9 @@ def sandbox(
 
 
 @app.command()
-def demo(
-    keep: Annotated[bool, typer.Option(help=_("Keep the throwaway folder."))] = True,
-) -> None:
-    """Run the main job end to end with nothing configured."""
+def demo() -> None:
+    """Run the main job end to end with nothing configured (the data folder is
+    kept, so the delivered messages can be opened)."""
     from mailroom.cli.demo import run_demo
 
     raise typer.Exit(run_demo(console))

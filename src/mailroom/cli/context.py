@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -116,6 +116,3 @@ def pick_team(mr: Mailroom, name: str | None):  # type: ignore[no-untyped-def]
     if only is None:
         raise InputError("team", _("several teams or none exist"), _("pass --team"))
     return only
-
-
-Command = Callable[..., Any]

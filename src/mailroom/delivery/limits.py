@@ -60,11 +60,6 @@ class RateLimiter:
         """How many sends the windows hold (for tests of memory use)."""
         return len(self._minute) + len(self._day)
 
-    def window_use(self, now: datetime) -> tuple[int, int]:
-        """Messages in the last minute and recipients in the last 24 hours."""
-        self._forget(now)
-        return len(self._minute), self._day_total
-
     def finish_time(self, now: datetime, batches: Iterable[int]) -> datetime:
         """When transactions of these sizes would be done, sent in order."""
         trial = self._copy()
