@@ -262,8 +262,8 @@ def test(
     recipient: Annotated[str | None, typer.Option(help=_("RCPT address."))] = None,
 ) -> None:
     """Connect, secure, log in and check the sender; sends nothing."""
-    from mailroom.delivery.engine import endpoint_for
     from mailroom.delivery.probe import probe, render_transcript
+    from mailroom.delivery.runner import endpoint_for
 
     with opened() as mr, friendly_errors():
         channel = _find(mr, team, name)

@@ -2,8 +2,12 @@
 
 - ``replies``: a server reply as a value, and the one place that classifies it.
 - ``limits``: sliding-window rate limits and daily quotas on an injectable clock.
-- ``transport``: one reusable SMTP session per channel (aiosmtplib).
+- ``policy``: when to try again, and when to give up.
+- ``transport``: one reusable SMTP session (aiosmtplib), with ``pipelining``
+  (RFC 2920) when the server offers it.
 - ``probe``: ``channel test``: a full conversation that sends nothing.
-- ``engine``: claims due mail from the outbox and sends it, recording every
-  outcome.
+- ``engine``: the worker's loop over channels with due mail.
+- ``runner``: one channel's sessions, limits and reactions to replies.
+- ``outcome``: what a round of replies means for a message and its recipients.
+- ``writer``: the group commit of outcomes.
 """
