@@ -212,14 +212,8 @@ def write_contacts(path: Path, rows: int, extra: str = "") -> Path:
     return path
 
 
-def test_campaign_dry_run_previews_and_queues_nothing(
-    cli, channel, tmp_path: Path
-) -> None:
-    contacts = write_contacts(
-        tmp_path / "c.csv", 3, "bad-address,X\nc0@example.net,Dup\nc9@example.net,\n"
-    )
-
-    result = cli(
+def send_campaign(cli, contacts: Path, subject: str, text: str, *extra: str):
+    return cli(
         "campaign",
         "send",
         "--contacts",
@@ -227,10 +221,22 @@ def test_campaign_dry_run_previews_and_queues_nothing(
         "--from",
         "alice@example.com",
         "--subject",
-        "Hi {{ first_name }}",
+        subject,
         "--text",
-        "Dear {{ first_name }}",
-        "--dry-run",
+        text,
+        *extra,
+    )
+
+
+def test_campaign_dry_run_previews_and_queues_nothing(
+    cli, channel, tmp_path: Path
+) -> None:
+    contacts = write_contacts(
+        tmp_path / "c.csv", 3, "bad-address,X\nc0@example.net,Dup\nc9@example.net,\n"
+    )
+
+    result = send_campaign(
+        cli, contacts, "Hi {{ first_name }}", "Dear {{ first_name }}", "--dry-run"
     )
 
     assert result.exit_code == 0, result.output
@@ -246,18 +252,8 @@ def test_campaign_send_wait_delivers_each_contact_once(
 ) -> None:
     contacts = write_contacts(tmp_path / "c.csv", 20)
 
-    result = cli(
-        "campaign",
-        "send",
-        "--contacts",
-        str(contacts),
-        "--from",
-        "alice@example.com",
-        "--subject",
-        "Hi {{ first_name }}",
-        "--text",
-        "Dear {{ first_name }}",
-        "--wait",
+    result = send_campaign(
+        cli, contacts, "Hi {{ first_name }}", "Dear {{ first_name }}", "--wait"
     )
 
     assert result.exit_code == 0, result.output
@@ -288,18 +284,7 @@ def test_campaign_larger_than_the_daily_quota_says_when_it_finishes(
     )
     contacts = write_contacts(tmp_path / "c.csv", 25)
 
-    result = cli(
-        "campaign",
-        "send",
-        "--contacts",
-        str(contacts),
-        "--from",
-        "alice@example.com",
-        "--subject",
-        "Hi",
-        "--text",
-        "Dear {{ first_name }}",
-    )
+    result = send_campaign(cli, contacts, "Hi", "Dear {{ first_name }}")
 
     assert result.exit_code == 0, result.output
     status = json.loads(cli("campaign", "status", "1", "--json").stdout)
@@ -356,18 +341,7 @@ def test_cancel_withdraws_waiting_mail_and_not_sent_mail(
     )
     assert sent.exit_code == 0, sent.output
     contacts = write_contacts(tmp_path / "c.csv", 5)
-    cli(
-        "campaign",
-        "send",
-        "--contacts",
-        str(contacts),
-        "--from",
-        "alice@example.com",
-        "--subject",
-        "Hi",
-        "--text",
-        "Dear {{ first_name }}",
-    )
+    send_campaign(cli, contacts, "Hi", "Dear {{ first_name }}")
 
     late = cli("message", "cancel", "1")
     whole = cli("campaign", "cancel", "1")

@@ -23,12 +23,11 @@ import asyncio
 import re
 import threading
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, AnyStr, Final, Self
+from typing import Any, AnyStr, Final
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailroom.sandbox.server import LoopbackListener
+from mailroom.sandbox.server import ListeningServer, LoopbackListener
 from mailroom.secrets import Secret
 from tests.support.tls import TestCA
 
@@ -92,7 +91,7 @@ def _same_address(wanted: str, address: str | None) -> bool:
     return address is not None and address.casefold() == wanted.casefold()
 
 
-class FaultServer:
+class FaultServer(ListeningServer):
     """An SMTP server on loopback whose replies a test scripts per verb.
 
     ``tls`` turns on STARTTLS with a certificate from that CA (required before
@@ -182,50 +181,6 @@ class FaultServer:
         """How many connections the server has accepted."""
         with self._lock:
             return self._records.connections
-
-    # -- lifecycle -------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """The loopback address the server listens on."""
-        return self._listener.host
-
-    @property
-    def port(self) -> int:
-        """The bound port, once started."""
-        return self._listener.port
-
-    def start(self) -> None:
-        """Listen in a background thread."""
-        self._listener.start()
-
-    def stop(self) -> None:
-        """Stop listening and end the background thread."""
-        self._listener.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self._listener.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._listener.close()
 
     # -- used by the protocol --------------------------------------------
 

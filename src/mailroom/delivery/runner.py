@@ -47,6 +47,8 @@ class _Link:
         self.session: SmtpSession | None = None
         # The commit of this session's last outcome, perhaps still running.
         self.committed: asyncio.Future[None] | None = None
+        # The last message built on this session, for its further transactions.
+        self.rendered: tuple[tuple[int, bool, bool], bytes] | None = None
 
     async def settle(self) -> None:
         """Wait for the last outcome to be committed."""
@@ -185,7 +187,7 @@ class ChannelRunner:
         session = link.session
         assert session is not None
         at = self.clock.now()
-        data = self._render(message, session, group, result)
+        data = self._render(message, link, session, group, result)
         if data is None:
             return
         try:
@@ -211,17 +213,25 @@ class ChannelRunner:
     def _render(
         self,
         message: Pending,
+        link: _Link,
         session: SmtpSession,
         group: list[PendingRecipient],
         result: RoundResult,
     ) -> bytes | None:
+        # A message split into several transactions is built once, not once
+        # per transaction (the server's extensions decide the encoding).
+        key = (message.id, session.smtputf8, session.eight_bit)
+        if link.rendered is not None and link.rendered[0] == key:
+            return link.rendered[1]
         try:
-            return render_message(message, session.smtputf8, session.eight_bit)
+            data = render_message(message, session.smtputf8, session.eight_bit)
         except (InputError, ValueError) as exc:
             # RFC 6531 3.7.4: a message that needs SMTPUTF8 (or is otherwise
             # unfit) for a server that lacks it can never go that way.
             result.refuse(group, Reply(554, "5.6.7", f"cannot be sent: {exc}"))
             return None
+        link.rendered = (key, data)
+        return data
 
     async def _reset(self, link: _Link) -> None:
         # RFC 5321 4.1.1.5: RSET clears a refused transaction; a session that

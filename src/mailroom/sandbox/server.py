@@ -205,6 +205,65 @@ class LoopbackListener:
         self._loop = self._thread = None
 
 
+class ListeningServer:
+    """A server on a ``LoopbackListener``: in a thread of its own (``start``,
+    ``stop``, ``with``) or on the running event loop (``async with``)."""
+
+    _listener: LoopbackListener
+
+    @property
+    def host(self) -> str:
+        """The loopback address the server listens on."""
+        return self._listener.host
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on, known once it has started."""
+        return self._listener.port
+
+    def start(self) -> None:
+        """Listen in a background thread."""
+        self._listener.start()
+        self._started()
+
+    def stop(self) -> None:
+        """Stop listening and end the background thread."""
+        self._listener.stop()
+        self._stopped()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await self._listener.open()
+        self._started()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._listener.close()
+        self._stopped()
+
+    def _started(self) -> None:
+        """Called once listening; subclasses may log."""
+
+    def _stopped(self) -> None:
+        """Called once stopped; subclasses may log."""
+
+
 class _RateWindow:
     """Counts deliveries over the last minute against a limit."""
 
@@ -324,7 +383,7 @@ def _maildir_bytes(message: DeliveredMessage) -> bytes:
     return head.encode("utf-8", "surrogateescape") + body
 
 
-class SandboxServer:
+class SandboxServer(ListeningServer):
     """A loopback SMTP submission server that stores what it accepts.
 
     Run it in a thread with ``start()``/``stop()`` (or ``with``), or on the
@@ -361,16 +420,6 @@ class SandboxServer:
         self._listener = LoopbackListener(self._protocol, host=host, port=port)
 
     @property
-    def host(self) -> str:
-        """The loopback address the server listens on."""
-        return self._listener.host
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on, known once it has started."""
-        return self._listener.port
-
-    @property
     def ca_path(self) -> Path:
         """The CA file clients load to verify the server's certificate."""
         return self._certs.ca
@@ -384,40 +433,10 @@ class SandboxServer:
         """Messages accepted since this server was made, oldest first."""
         return self._handler.snapshot()
 
-    def start(self) -> None:
-        """Listen in a background thread."""
-        self._listener.start()
+    def _started(self) -> None:
         log.info("sandbox listening on %s port %d", self.host, self.port)
 
-    def stop(self) -> None:
-        """Stop listening and end the background thread."""
-        self._listener.stop()
-        log.info("sandbox stopped")
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self._listener.open()
-        log.info("sandbox listening on %s port %d", self.host, self.port)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._listener.close()
+    def _stopped(self) -> None:
         log.info("sandbox stopped")
 
     def _tls_context(self) -> ssl.SSLContext:
