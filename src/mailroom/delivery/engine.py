@@ -86,9 +86,14 @@ class Engine:
             worked = await self.run_once()
             if watch is not None and self._watch_done(watch, deadline):
                 return
-            if until_idle and watch is None and not worked:
+            until_idle = until_idle and watch is None
+            if until_idle and not worked:
                 return
-            await self._idle(stop)
+            due = self._next_due()
+            if until_idle and due is None:
+                # Nothing waits at all: another pass could only find nothing.
+                return
+            await self._idle(due, stop)
 
     def _watch_done(self, watch: Sequence[int], deadline: datetime | None) -> bool:
         if self.outbox.count_unsettled(watch) == 0:
@@ -128,8 +133,10 @@ class Engine:
             ready.append(channel)
         return ready
 
-    async def _idle(self, stop: asyncio.Event | None) -> None:
-        due = self.outbox.next_due([c.id for c in self._ready_channels()])
+    def _next_due(self) -> datetime | None:
+        return self.outbox.next_due([c.id for c in self._ready_channels()])
+
+    async def _idle(self, due: datetime | None, stop: asyncio.Event | None) -> None:
         wait = self.options.poll
         if due is not None:
             wait = min(wait, (due - self.clock.now()).total_seconds())
