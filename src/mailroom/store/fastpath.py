@@ -30,11 +30,20 @@ class Prepared:
         self.positional = compiled.positiontup
         self.processors: dict[str, Processor] = {
             name: bind.type.bind_processor(dialect)
-            for name, bind in ((b.key, b) for b in compiled.binds.values())
+            for bind, name in compiled.bind_names.items()
+        }
+        # Values written into the statement itself (``state == "sending"``).
+        self.constants = {
+            name: bind.value
+            for bind, name in compiled.bind_names.items()
+            if not bind.required
         }
 
     def params(self, row: dict[str, Any]) -> Any:
-        values = {name: _apply(self.processors.get(name), v) for name, v in row.items()}
+        values = {
+            name: _apply(self.processors.get(name), v)
+            for name, v in (self.constants | row).items()
+        }
         if self.positional is None:
             return values
         return tuple(values[name] for name in self.positional)

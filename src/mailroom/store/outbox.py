@@ -43,9 +43,9 @@ _UPDATE_RECIPIENT = (
     )
 )
 # Only a claimed message takes an outcome; anything else was changed meanwhile.
-_UPDATE_MESSAGES = (
+_UPDATE_MESSAGE = (
     update(t.messages)
-    .where(t.messages.c.id.in_(bindparam("b_ids", expanding=True)))
+    .where(t.messages.c.id == bindparam("b_id"))
     .where(t.messages.c.state == MessageState.sending)
     .values(
         state=bindparam("b_state"),
@@ -72,6 +72,7 @@ _ATTEMPT_COLUMNS = (
 )
 _FAST = PreparedSet(
     recipient=_UPDATE_RECIPIENT,
+    message=_UPDATE_MESSAGE,
     attempt=insert(t.attempts).values(
         {name: bindparam(name) for name in _ATTEMPT_COLUMNS}
     ),
@@ -105,15 +106,16 @@ def _attempt_rows(
     ]
 
 
-def _message_values(outcome: Outcome, now: datetime) -> tuple[Any, ...]:
-    return (
-        ("b_state", str(outcome.state)),
-        ("b_reason", outcome.reason),
-        ("b_now", now),
-        ("b_next", outcome.next_attempt_at or now),
-        ("b_charge", 1 if outcome.charge_attempt else 0),
-        ("b_sent_at", now if outcome.state is MessageState.sent else None),
-    )
+def _message_row(message_id: int, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": message_id,
+        "b_state": str(outcome.state),
+        "b_reason": outcome.reason,
+        "b_now": now,
+        "b_next": outcome.next_attempt_at or now,
+        "b_charge": 1 if outcome.charge_attempt else 0,
+        "b_sent_at": now if outcome.state is MessageState.sent else None,
+    }
 
 
 class Outbox:
@@ -185,21 +187,18 @@ class Outbox:
     def record_many(self, rounds: Sequence[tuple[Pending, int, Outcome]]) -> None:
         """Write several rounds' outcomes in one transaction (a group commit)."""
         now = self.clock.now()
-        recipients, attempts = [], []
-        messages: dict[tuple[Any, ...], list[int]] = {}
+        recipients, attempts, messages = [], [], []
         for message, channel_id, outcome in rounds:
             recipients += _recipient_rows(outcome, now)
             attempts += _attempt_rows(message.id, channel_id, outcome, now)
-            messages.setdefault(_message_values(outcome, now), []).append(message.id)
+            messages.append(_message_row(message.id, outcome, now))
 
         with self.engine.begin() as conn:
             if recipients:
                 _FAST.executemany(conn, "recipient", recipients)
             if attempts:
                 _FAST.executemany(conn, "attempt", attempts)
-            # Messages with the same outcome (most often: sent) share one UPDATE.
-            for values, ids in messages.items():
-                conn.execute(_UPDATE_MESSAGES, {**dict(values), "b_ids": ids})
+            _FAST.executemany(conn, "message", messages)
             for message, _channel_id, outcome in rounds:
                 for address, reason in outcome.suppress:
                     self._suppress(conn, message.team_id, address, reason, now)
