@@ -69,17 +69,19 @@ class ReplyStream(asyncio.Protocol):
         return [self._replies.popleft() for _ in range(count)]
 
     async def _wait_for(self, count: int, timeout: float) -> None:
+        # One timer for the whole wait: a plain handle costs far less than
+        # asyncio.timeout, and this runs for every transaction.
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, self._time_out, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                while len(self._replies) < count:
-                    if self._closed is not None:
-                        raise StreamClosed(self._closed)
-                    self._wanted = count
-                    self._waiter = asyncio.get_running_loop().create_future()
-                    await self._waiter
-        except TimeoutError:
-            self._close(f"no reply within {timeout:g} s")
-            raise StreamClosed(self._closed or "timed out") from None
+            while len(self._replies) < count:
+                if self._closed is not None:
+                    raise StreamClosed(self._closed)
+                self._wanted = count
+                self._waiter = loop.create_future()
+                await self._waiter
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         self._close("closed by mailroom")
@@ -128,6 +130,9 @@ class ReplyStream(asyncio.Protocol):
         )
         self._lines = []
         self._replies.append(Reply.parse(code, text))
+
+    def _time_out(self, timeout: float) -> None:
+        self._close(f"no reply within {timeout:g} s")
 
     def _close(self, reason: str) -> None:
         if self._closed is None:

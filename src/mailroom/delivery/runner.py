@@ -290,6 +290,8 @@ class ChannelRunner:
             raise ChannelStopped
 
     def _log(self, message: Pending, outcome: Outcome) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         last = outcome.attempts[-1] if outcome.attempts else None
         log.info(
             "delivery channel=%s message=%s state=%s reply=%s class=%s next=%s",
