@@ -155,6 +155,8 @@ def dot_stuff(data: bytes) -> bytes:
     """Content ready for DATA, up to but not including the final ".CRLF"."""
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
+    if not data.startswith(b".") and b"\n." not in data:
+        return data  # the usual case, found without the regex
     return _LEADING_DOT.sub(b"..", data)
 
 
