@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import resource
 import shutil
 import smtplib
@@ -187,7 +188,13 @@ def _queue_campaign(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        nargs="+",
+        default=[8, 16],
+        help="the channel's connections, one mailroom contender each",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
@@ -198,10 +205,10 @@ def main() -> None:
         "smtplib + email package, 1 connection": lambda: bench_smtplib(port, rows),
         "smtp-source, 1 session": lambda: bench_smtp_source(port, args.messages),
         "mailroom worker, 1 connection": lambda: bench_mailroom(port, rows, 1),
-        f"mailroom worker, {args.connections} connections": lambda: bench_mailroom(
-            port, rows, args.connections
-        ),
     }
+    for count in args.connections:
+        name = f"mailroom worker, {count} connections"
+        contenders[name] = functools.partial(bench_mailroom, port, rows, count)
     results: dict[str, list[Run]] = {name: [] for name in contenders}
     try:
         # Interleaved rounds: a slow moment of the machine hits every
