@@ -9,15 +9,13 @@ with its own type processors) and handed to the DBAPI cursor's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-
-Processor = Callable[[Any], Any] | None
 
 
 class Prepared:
@@ -27,26 +25,40 @@ class Prepared:
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
         self.sql = compiled.string
-        self.positional = compiled.positiontup
-        self.processors: dict[str, Processor] = {
-            name: bind.type.bind_processor(dialect)
-            for bind, name in compiled.bind_names.items()
-        }
+        binds = compiled.bind_names
+        # Parameter order for a positional driver (SQLite); names otherwise.
+        self.names = list(compiled.positiontup or binds.values())
+        self.positional = compiled.positiontup is not None
         # Values written into the statement itself (``state == "sending"``).
-        self.constants = {
-            name: bind.value
-            for bind, name in compiled.bind_names.items()
-            if not bind.required
-        }
+        self.constants = {n: b.value for b, n in binds.items() if not b.required}
+        processors = {n: b.type.bind_processor(dialect) for b, n in binds.items()}
+        self.processed = [
+            (i, p) for i, n in enumerate(self.names) if (p := processors.get(n))
+        ]
 
-    def params(self, row: dict[str, Any]) -> Any:
-        values = {
-            name: _apply(self.processors.get(name), v)
-            for name, v in (self.constants | row).items()
-        }
-        if self.positional is None:
-            return values
-        return tuple(values[name] for name in self.positional)
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        """Driver parameters for ``rows``.
+
+        The rows of one group share many values (the same "now" in every
+        row), so each distinct value is converted once.
+        """
+        converted: dict[tuple[int, Any], Any] = {}
+        out: list[Any] = []
+        for row in rows:
+            values = [row[n] if n in row else self.constants[n] for n in self.names]
+            for i, processor in self.processed:
+                value = values[i]
+                try:
+                    values[i] = converted[i, value]
+                except KeyError:
+                    values[i] = converted[i, value] = processor(value)
+                except TypeError:  # unhashable (a JSON value): no sharing
+                    values[i] = processor(value)
+            if self.positional:
+                out.append(tuple(values))
+            else:
+                out.append(dict(zip(self.names, values, strict=True)))
+        return out
 
 
 class PreparedSet:
@@ -62,7 +74,7 @@ class PreparedSet:
         prepared = self._get(name, conn.dialect)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(prepared.sql, [prepared.params(r) for r in rows])
+            cursor.executemany(prepared.sql, prepared.params(rows))
         finally:
             cursor.close()
 
@@ -71,7 +83,3 @@ class PreparedSet:
         if key not in self._prepared:
             self._prepared[key] = Prepared(self._statements[name], dialect)
         return self._prepared[key]
-
-
-def _apply(processor: Processor, value: Any) -> Any:
-    return value if processor is None else processor(value)
