@@ -3,11 +3,14 @@ hold to reach teams, channels, the outbox and the delivery engine."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from mailroom.channels.model import Channel, ChannelStatus
 from mailroom.channels.registry import ChannelRegistry
 from mailroom.clock import Clock, SystemClock
 from mailroom.config import Settings
@@ -17,6 +20,13 @@ from mailroom.secrets import create_key_file, load_cipher
 from mailroom.store.database import is_initialised, open_engine, upgrade
 from mailroom.store.outbox import Outbox
 from mailroom.teams import Teams
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelUpdate:
+    channel: Channel
+    # Messages that were held or paused and may now go again.
+    queued: int
 
 
 class NotInitialisedError(MailroomError):
@@ -105,6 +115,29 @@ class Mailroom:
         finally:
             engine.dispose()
         return cls(settings, clock)
+
+    def update_channel(self, channel: Channel, **changes: Any) -> ChannelUpdate:
+        """Change a channel's settings, and let its waiting mail go again.
+
+        New credentials for a disconnected channel queue the mail it held; new
+        connection settings for a paused one make its waiting mail due now.
+        """
+        updated = self.channels.update(channel, **changes)
+        if updated.status is channel.status:
+            return ChannelUpdate(updated, 0)
+
+        if channel.status is ChannelStatus.disconnected:
+            queued = self.outbox.resume_channel(channel.id)
+            what = "credentials updated"
+        else:
+            queued = self.outbox.wake_channel(channel.id)
+            what = "settings updated; pause lifted"
+        self.outbox.add_event(
+            "channel-reconnected",
+            f"{what}; {queued} message(s) to try again",
+            channel_id=channel.id,
+        )
+        return ChannelUpdate(updated, queued)
 
     def delivery(
         self,

@@ -85,6 +85,27 @@ class Teams:
             rows = conn.execute(select(t.teams.c.id, t.teams.c.name).limit(2)).all()
         return self._load(rows[0].id, rows[0].name) if len(rows) == 1 else None
 
+    def names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.scalars(select(t.teams.c.name).order_by(t.teams.c.name)))
+
+    def for_sender(self, address: str) -> Team | None:
+        """The one team a From address belongs to: the team it is a member
+        of, else the team with its domain; None when that is not one team."""
+        address = address.lower()
+        domain = address.rpartition("@")[2]
+        with self.engine.connect() as conn:
+            teams = conn.scalars(
+                select(t.members.c.team_id).where(t.members.c.address == address)
+            ).all()
+            if not teams:
+                teams = conn.scalars(
+                    select(t.team_domains.c.team_id).where(
+                        t.team_domains.c.domain == domain
+                    )
+                ).all()
+        return self.by_id(teams[0]) if len(set(teams)) == 1 else None
+
     def suppressed(self, team_id: int) -> set[str]:
         with self.engine.connect() as conn:
             return set(

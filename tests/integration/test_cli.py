@@ -68,6 +68,12 @@ def channel(cli, sandbox_server: SandboxServer):
     return "sandbox"
 
 
+def send_one(cli, sender: str = "alice@example.com", *extra: str):
+    """``mailroom send`` of a one-line message from ``sender`` to bob."""
+    message = ["--from", sender, "--to", "bob@example.net", "--subject", "x"]
+    return cli("send", *message, "--text", "y", *extra)
+
+
 def test_init_writes_a_private_key(cli, tmp_path: Path) -> None:
     key = tmp_path / "home" / "secret.key"
 
@@ -172,17 +178,7 @@ def test_send_wait_delivers_and_message_show_has_the_history(
 
 def test_send_from_an_address_no_channel_covers_is_refused(cli, channel) -> None:
     cli("team", "add-member", "acme", "mallory@example.org")
-    result = cli(
-        "send",
-        "--from",
-        "mallory@example.org",
-        "--to",
-        "bob@example.net",
-        "--subject",
-        "x",
-        "--text",
-        "y",
-    )
+    result = send_one(cli, "mallory@example.org")
 
     assert result.exit_code == 2
     assert "no channel may send as mallory@example.org" in result.output
@@ -327,18 +323,7 @@ def test_an_unreachable_database_never_shows_its_password(
 def test_cancel_withdraws_waiting_mail_and_not_sent_mail(
     cli, channel, tmp_path: Path, sandbox_server: SandboxServer
 ) -> None:
-    sent = cli(
-        "send",
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net",
-        "--subject",
-        "x",
-        "--text",
-        "y",
-        "--wait",
-    )
+    sent = send_one(cli, "alice@example.com", "--wait")
     assert sent.exit_code == 0, sent.output
     contacts = write_contacts(tmp_path / "c.csv", 5)
     send_campaign(cli, contacts, "Hi", "Dear {{ first_name }}")
@@ -392,20 +377,7 @@ def test_send_wait_gives_up_waiting_for_a_server_that_is_down(cli) -> None:
         "example.com",
     )
 
-    result = cli(
-        "send",
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net",
-        "--subject",
-        "x",
-        "--text",
-        "y",
-        "--wait",
-        "--wait-timeout",
-        "5",
-    )
+    result = send_one(cli, "alice@example.com", "--wait", "--wait-timeout", "5")
 
     assert result.exit_code == 1
     assert "cannot reach the server" in result.output
@@ -469,18 +441,7 @@ def test_a_missing_ca_bundle_is_refused_when_the_channel_is_added(
 def test_removing_a_channel_that_carried_mail_retires_it(
     cli, channel, sandbox_server: SandboxServer
 ) -> None:
-    sent = cli(
-        "send",
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net",
-        "--subject",
-        "x",
-        "--text",
-        "y",
-        "--wait",
-    )
+    sent = send_one(cli, "alice@example.com", "--wait")
     assert sent.exit_code == 0, sent.output
 
     removed = cli("channel", "remove", "sandbox")
@@ -495,17 +456,7 @@ def test_removing_a_channel_that_carried_mail_retires_it(
 
 
 def test_a_sender_outside_the_teams_domains_is_told_both_steps(cli) -> None:
-    result = cli(
-        "send",
-        "--from",
-        "ava@other.example",
-        "--to",
-        "bob@example.net",
-        "--subject",
-        "x",
-        "--text",
-        "y",
-    )
+    result = send_one(cli, "ava@other.example")
 
     assert result.exit_code == 2
     assert "team add-domain" in result.output
@@ -520,3 +471,51 @@ def test_init_twice_says_so_and_keeps_the_key(cli, tmp_path: Path) -> None:
     assert again.exit_code == 0
     assert "already initialised" in again.output
     assert (tmp_path / "home" / "secret.key").read_bytes() == key
+
+
+def test_with_several_teams_the_from_address_and_channel_name_find_the_team(
+    cli, channel, sandbox_server: SandboxServer
+) -> None:
+    other = ["team", "add", "mkt", "--domain", "example.org"]
+    assert cli(*other, "--member", "max@example.org").exit_code == 0
+
+    sent = send_one(cli, "Alice <alice@example.com>", "--wait")
+    shown = cli("channel", "show", channel, "--json")
+
+    assert sent.exit_code == 0, sent.output
+    assert len(sandbox_server.delivered()) == 1
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["team"] == "acme"
+
+
+def test_with_several_teams_an_unknown_sender_is_told_which_teams_exist(cli) -> None:
+    other = ["team", "add", "mkt", "--domain", "example.org"]
+    assert cli(*other, "--member", "max@example.org").exit_code == 0
+
+    result = send_one(cli, "eve@example.net")
+
+    assert result.exit_code == 2
+    assert "several teams exist (acme, mkt)" in result.output
+    assert "--team" in result.output
+
+
+def test_correcting_a_paused_channels_port_sends_its_mail_at_once(
+    cli, sandbox_server: SandboxServer
+) -> None:
+    add = ["channel", "add", "relay", "--kind", "sandbox", "--host", "127.0.0.1"]
+    add += ["--port", "9", "--username", "sandbox", "--domain", "example.com"]
+    add += ["--ca-bundle", str(sandbox_server.ca_path), "--password-stdin"]
+    assert cli(*add, stdin=PASSWORD + "\n").exit_code == 0
+    queued = send_one(cli, "alice@example.com", "--wait", "--wait-timeout", "3")
+    assert queued.exit_code == 1
+    paused = json.loads(cli("channel", "show", "relay", "--json").stdout)
+    assert paused["status"] == "paused"
+
+    fixed = cli("channel", "update", "relay", "--port", str(sandbox_server.port))
+    cli("worker", "--until-idle")
+
+    assert "1 waiting message(s) will be tried again now" in fixed.output
+    shown = json.loads(cli("channel", "show", "relay", "--json").stdout)
+    assert (shown["status"], shown["status_reason"]) == ("connected", "")
+    assert json.loads(cli("message", "show", "1", "--json").stdout)["state"] == "sent"
+    assert len(sandbox_server.delivered()) == 1

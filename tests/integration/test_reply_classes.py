@@ -7,6 +7,7 @@ clock, so waiting for a pause or a retry takes no real time.
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 import pytest
@@ -155,13 +156,38 @@ async def test_auth_failure_disconnects_and_holds_until_new_credentials(
     assert "disconnected" in message(mr, later).reason
 
     fault_server_tls.clear_script()
-    mr.channels.update(down, secret=FAULT_PASSWORD)
-    assert mr.outbox.resume_channel(channel.id) == 2
+    assert mr.update_channel(down, secret=FAULT_PASSWORD).queued == 2
     await run(mr)
 
     assert [message(mr, m).state for m in (first, later)] == ["sent", "sent"]
     rcpts = [txn.envelope_rcpts for txn in fault_server_tls.received]
     assert rcpts == [("carol@example.net",), ("dave@example.net",)]
+
+
+async def test_a_channel_paused_by_a_wrong_port_goes_again_once_corrected(
+    mr: Mailroom, team: Team, channel, fault_server_tls: FaultServer
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    wrong = mr.channels.update(channel, port=closed_port)
+    first = send(mr, team, "carol@example.net")
+
+    await run(mr)
+
+    paused = mr.channels.get(channel.id)
+    assert paused.status is ChannelStatus.paused
+    assert "cannot reach the server" in paused.status_reason
+    assert message(mr, first).state == "queued"
+    assert wrong.status is ChannelStatus.connected
+
+    fixed = mr.update_channel(paused, port=fault_server_tls.port)
+    assert fixed.queued == 1
+    assert fixed.channel.status is ChannelStatus.connected
+    assert fixed.channel.paused_until is None
+    await run(mr)  # on the same fake-clock instant: no waiting for the pause
+
+    assert message(mr, first).state == "sent"
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,12 @@ class ChannelSpec:
     connections: int = 1
 
 
+# The settings a failed connection may have been caused by.
+CONNECTION_SETTINGS = frozenset(
+    {"host", "port", "security", "username", "secret", "ca_bundle", "verify_tls"}
+)
+
+
 class ChannelRegistry:
     def __init__(self, engine: Engine, cipher: Cipher, clock: Clock) -> None:
         self.engine = engine
@@ -81,8 +87,24 @@ class ChannelRegistry:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
-            raise NotFoundError(f"no channel named {name!r}")
+            raise NotFoundError(_no_channel(name))
         return self._channel(row)
+
+    def find_anywhere(self, name: str) -> Channel:
+        """The one channel of that name, whichever team (or the platform) has it."""
+        query = (
+            select(t.channels)
+            .where(t.channels.c.name == name)
+            .where(t.channels.c.status != ChannelStatus.retired)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(2)).all()
+        if not rows:
+            raise NotFoundError(_no_channel(name))
+        if len(rows) > 1:
+            problem = f"more than one team (or the platform) has a channel {name!r}"
+            raise InputError("channel", problem, "pass --team to say whose")
+        return self._channel(rows[0])
 
     def list(
         self, team_id: int | None = None, *, everything: bool = False
@@ -102,11 +124,22 @@ class ChannelRegistry:
             return [self._channel(row) for row in conn.execute(query)]
 
     def update(self, channel: Channel, **changes: Any) -> Channel:
-        """Change settings; a new secret reconnects a disconnected channel."""
+        """Change settings.
+
+        A new secret reconnects a disconnected channel; new connection
+        settings end a pause, since they may be what caused it.
+        """
         updated = replace(channel, **changes)
-        if "secret" in changes and channel.status is ChannelStatus.disconnected:
+        reconnects = (
+            "secret" in changes and channel.status is ChannelStatus.disconnected
+        )
+        unpauses = bool(CONNECTION_SETTINGS & changes.keys()) and (
+            channel.status is ChannelStatus.paused
+        )
+        if reconnects or unpauses:
             updated.status = ChannelStatus.connected
             updated.status_reason = ""
+            updated.paused_until = None
         self._write(updated)
         return updated
 
@@ -383,3 +416,7 @@ def _check_ca_bundle(path: str | None) -> None:
             f"{path} holds no usable certificate ({exc})",
             "give a PEM file",
         ) from None
+
+
+def _no_channel(name: str) -> str:
+    return f"no channel named {name!r}; `mailroom channel list` shows them"

@@ -71,7 +71,9 @@ def _requested(
         if channel.name == name:
             check_sender(channel, sender, member)
             return channel
-    raise RoutingError(f"no channel named {name!r} for this team")
+    raise RoutingError(
+        f"no channel named {name!r} for this team; `mailroom channel list` shows them"
+    )
 
 
 def _personal(channels: Sequence[Channel], sender: str, member: str) -> Channel | None:

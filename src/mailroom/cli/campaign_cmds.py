@@ -67,7 +67,7 @@ def send(
         request = CampaignRequest(
             name or contacts.stem, sender, contacts, template, channel
         )
-        plan = plan_campaign(mr, pick_team(mr, team), request)
+        plan = plan_campaign(mr, pick_team(mr, team, sender), request)
         _report_plan(plan)
         if dry_run:
             _show_previews(plan, previews)

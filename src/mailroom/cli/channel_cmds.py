@@ -39,8 +39,8 @@ StdinOpt = Annotated[
 
 
 def _find(mr: Mailroom, team: str | None, name: str) -> Channel:
-    if team is None and mr.teams.only() is None:
-        return mr.channels.find(None, name)
+    if team is None:
+        return mr.channels.find_anywhere(name)
     return mr.channels.find(pick_team(mr, team).id, name)
 
 
@@ -222,17 +222,12 @@ def update(
             )
         if password_stdin or new_password:
             changes["secret"] = Secret(read_secret(password_stdin, _("Password")))
-        was = channel.status
-        channel = mr.channels.update(channel, **changes)
-        resumed = 0
-        if was == "disconnected" and channel.status == "connected":
-            resumed = mr.outbox.resume_channel(channel.id)
-            mr.outbox.add_event(
-                "channel-reconnected", "credentials updated", channel_id=channel.id
-            )
+        result = mr.update_channel(channel, **changes)
     console.print(_("updated channel {name}").format(name=name))
-    if resumed:
-        console.print(_("{n} held message(s) queued again").format(n=resumed))
+    if result.queued:
+        console.print(
+            _("{n} waiting message(s) will be tried again now").format(n=result.queued)
+        )
 
 
 def _changes(channel: Channel, **values: Any) -> dict[str, Any]:

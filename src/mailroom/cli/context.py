@@ -14,10 +14,12 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from mailroom.addresses import parse_address
 from mailroom.config import Settings
 from mailroom.core import Mailroom, NotInitialisedError
 from mailroom.errors import InputError, MailroomError, NotFoundError, RoutingError
 from mailroom.i18n import _
+from mailroom.teams import Team
 
 # soft_wrap: long lines stay whole in logs and pipes instead of breaking at 80.
 console = Console(highlight=False, soft_wrap=True)
@@ -109,10 +111,19 @@ def read_secret(from_stdin: bool, prompt: str) -> str:
     return value
 
 
-def pick_team(mr: Mailroom, name: str | None):  # type: ignore[no-untyped-def]
+def pick_team(mr: Mailroom, name: str | None, sender: str | None = None) -> Team:
+    """The team named, the only one, or the one the From address belongs to."""
     if name:
         return mr.teams.get(name)
     only = mr.teams.only()
-    if only is None:
-        raise InputError("team", _("several teams or none exist"), _("pass --team"))
-    return only
+    if only is not None:
+        return only
+    if sender is not None:
+        team = mr.teams.for_sender(parse_address(sender, "from").addr_spec)
+        if team is not None:
+            return team
+    names = mr.teams.names()
+    if not names:
+        raise InputError("team", _("no team exists"), _("add one with `team add`"))
+    problem = _("several teams exist ({names})").format(names=", ".join(names))
+    raise InputError("team", problem, _("pass --team NAME"))

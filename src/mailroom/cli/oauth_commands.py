@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from mailroom.cli.context import pick_team
 from mailroom.core import Mailroom
 from mailroom.errors import InputError, MailroomError, NotFoundError
 from mailroom.i18n import _
 from mailroom.oauth.connect import Connected, Connector, ConnectRequest
 from mailroom.oauth.providers import load_providers
-from mailroom.teams import Team
 
 log = logging.getLogger("mailroom.oauth")
 
@@ -40,7 +40,7 @@ def connect_command(
 ) -> int:
     """Connect (or reconnect) ``owner``'s mailbox; returns the exit status."""
     try:
-        request = ConnectRequest(provider, owner, _team(mr, team).id, name)
+        request = ConnectRequest(provider, owner, pick_team(mr, team, owner).id, name)
         connector = Connector(mr, load_providers())
         result = asyncio.run(
             connector.connect_loopback(request, _shower(console, owner, open_browser))
@@ -53,15 +53,6 @@ def connect_command(
         return EXIT_FAILURE
     _report(console, result)
     return EXIT_OK
-
-
-def _team(mr: Mailroom, name: str | None) -> Team:
-    if name:
-        return mr.teams.get(name)
-    only = mr.teams.only()
-    if only is None:
-        raise InputError("team", _("several teams or none exist"), _("pass --team"))
-    return only
 
 
 def _shower(console: Console, owner: str, open_browser: bool) -> Callable[[str], None]:

@@ -92,7 +92,7 @@ def send(
             channel=channel,
             member=member,
         )
-        accepted = submit(mr, pick_team(mr, team), request)
+        accepted = submit(mr, pick_team(mr, team, sender), request)
         console.print(
             _("accepted {mid} (id {id}) via channel {channel}: {state}").format(
                 mid=accepted.message_id,

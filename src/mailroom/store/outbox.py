@@ -286,6 +286,20 @@ class Outbox:
             channel_id, [MessageState.held], MessageState.queued, ""
         )
 
+    def wake_channel(self, channel_id: int) -> int:
+        """Make a channel's waiting mail due now (its pause has been lifted)."""
+        now = self.clock.now()
+        waiting = [MessageState.queued, MessageState.deferred]
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.messages)
+                .where(t.messages.c.channel_id == channel_id)
+                .where(t.messages.c.state.in_(waiting))
+                .where(t.messages.c.next_attempt_at > now)
+                .values(next_attempt_at=now, reason="", updated_at=now)
+            )
+        return result.rowcount or 0
+
     def defer_channel(self, channel_id: int, when: datetime, reason: str) -> int:
         """Show every waiting message of a channel why and until when it waits."""
         now = self.clock.now()
