@@ -337,6 +337,8 @@ def test_cancel_withdraws_waiting_mail_and_not_sent_mail(
     assert whole.exit_code == 0
     assert "cancelled 5 message(s)" in whole.output
     assert worked.exit_code == 0
+    assert "this run: -" in worked.output
+    assert "the outbox: cancelled: 5, sent: 1" in worked.output
     assert len(sandbox_server.delivered()) == 1
     status = json.loads(cli("campaign", "status", "1", "--json").stdout)
     assert status["states"] == {"cancelled": 5}
@@ -512,9 +514,10 @@ def test_correcting_a_paused_channels_port_sends_its_mail_at_once(
     assert paused["status"] == "paused"
 
     fixed = cli("channel", "update", "relay", "--port", str(sandbox_server.port))
-    cli("worker", "--until-idle")
+    worked = cli("worker", "--until-idle")
 
     assert "1 waiting message(s) will be tried again now" in fixed.output
+    assert "this run: sent: 1" in worked.output
     shown = json.loads(cli("channel", "show", "relay", "--json").stdout)
     assert (shown["status"], shown["status_reason"]) == ("connected", "")
     assert json.loads(cli("message", "show", "1", "--json").stdout)["state"] == "sent"

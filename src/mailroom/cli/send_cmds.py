@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +28,7 @@ from mailroom.errors import InputError
 from mailroom.i18n import _
 from mailroom.reports import find_message, message_view, state_counts, waiting_view
 from mailroom.sending import OneOff, submit
+from mailroom.store.records import Outcome, Pending
 
 message_app = typer.Typer(help=_("Look at one message."))
 
@@ -214,10 +217,11 @@ def worker(
 ) -> None:
     """Deliver queued mail until stopped (Ctrl-C or SIGTERM)."""
     with opened() as mr, friendly_errors():
-        asyncio.run(_work(mr, until_idle))
+        this_run = asyncio.run(_work(mr, until_idle))
         counts = state_counts(mr)
         due = mr.outbox.next_due([c.id for c in mr.channels.list(everything=True)])
-    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    console.print(_("this run: {counts}").format(counts=_counts(this_run) or "-"))
+    console.print(_("the outbox: {counts}").format(counts=_counts(counts)))
     if due is not None:
         console.print(
             _(
@@ -226,14 +230,26 @@ def worker(
         )
 
 
-async def _work(mr: Mailroom, until_idle: bool) -> None:
+async def _work(mr: Mailroom, until_idle: bool) -> Counter[str]:
+    """Deliver; returns the outcomes of this run's delivery rounds, by state."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    outcomes: Counter[str] = Counter()
+
     with DeliveryProgress(mr.outbox.count_unsettled()) as progress:
-        engine = mr.delivery(on_outcome=progress)
-        await engine.run(until_idle=until_idle, stop=stop)
+
+        def seen(message: Pending, outcome: Outcome) -> None:
+            outcomes[str(outcome.state)] += 1
+            progress(message, outcome)
+
+        await mr.delivery(on_outcome=seen).run(until_idle=until_idle, stop=stop)
+    return outcomes
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{state}: {n}" for state, n in sorted(counts.items()))
 
 
 def _when(moment: datetime | None) -> str:
