@@ -108,3 +108,49 @@ def test_a_server_that_never_answers_data_defers_and_the_worker_goes_on(
     assert "no reply within 0.5 s" in silent[1]
     assert following[0] == "sent"
     assert handler.received == [("next@example.net",)]
+
+
+def refuse_outcome_of(mr: Mailroom, message_id: int) -> None:
+    """Make the database refuse to record this message as sent."""
+    with mr.db.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON messages "
+                f"WHEN NEW.id = {message_id} AND NEW.state = 'sent' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+            )
+            return
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.id = {message_id} AND NEW.state = 'sent' THEN "
+            "RAISE EXCEPTION 'refused by a test trigger'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON messages "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+
+
+def test_an_outcome_the_database_refuses_costs_only_the_next_transaction(
+    mr: Mailroom,
+    team: Team,
+    plain: tuple[Plain, LoopbackListener],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler, listener = plain
+    to = [f"lead{i}@example.net" for i in range(6)]
+    ids = setup(mr, team, listener.port, *to)
+    refuse_outcome_of(mr, ids[2])
+
+    asyncio.run(mr.delivery().run(until_idle=True))
+
+    got = states(mr, ids)
+    assert [state for state, _ in got] == [
+        "sent", "sent", "sending", "deferred", "sent", "sent",
+    ]  # fmt: skip
+    # The message after it was given up before its final ".", so the server
+    # discarded it; the refused one stays claimed until its lease runs out.
+    assert "previous outcome could not be recorded" in got[3][1]
+    assert handler.received == [(to[i],) for i in (0, 1, 2, 4, 5)]
+    assert "the outcome could not be recorded" in caplog.text

@@ -7,6 +7,7 @@ import collections
 import os
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mailroom.sandbox import SandboxServer
 from mailroom.sending import OneOff, submit
 from mailroom.store import schema as t
 from mailroom.store.claims import WORKER_HOST
+from mailroom.store.database import insert_new
 from mailroom.teams import Team
 from tests.support.faults import FaultServer
 from tests.support.plugin import SANDBOX_PASSWORD
@@ -187,3 +189,30 @@ def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
     return process.pid
+
+
+def test_two_workers_suppressing_one_address_at_once_both_commit(
+    mr: Mailroom, team: Team, clock: FakeClock
+) -> None:
+    row = {"team_id": team.id, "address": "gone@example.net"}
+    row |= {"reason": "bounced: 550 5.1.1", "created_at": clock.now()}
+    errors: list[BaseException] = []
+
+    def second_worker() -> None:
+        try:
+            with mr.db.begin() as conn:
+                insert_new(conn, t.suppressions, row)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    with mr.db.begin() as first:
+        insert_new(first, t.suppressions, row)
+        # The second writer starts while the first has not committed yet.
+        other = threading.Thread(target=second_worker)
+        other.start()
+        other.join(0.3)
+    other.join(10)
+
+    assert not other.is_alive()
+    assert errors == []
+    assert mr.teams.suppressed(team.id) == {"gone@example.net"}

@@ -11,6 +11,7 @@ credentials) pauses or disconnects it, and the runner stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -51,15 +52,32 @@ class _Link:
         self.rendered: tuple[tuple[int, bool, bool], bytes] | None = None
 
     async def settle(self) -> None:
-        """Wait for the last outcome to be committed."""
+        """Wait for the last outcome to be committed (the writer logs a
+        failure; the message then stays claimed until its lease runs out)."""
         if self.committed is not None:
             committed, self.committed = self.committed, None
-            await committed
+            with contextlib.suppress(Exception):
+                await committed
+
+    def forget_done_commit(self) -> None:
+        """Forget the last commit once it is done: a transaction has waited
+        for it, or it finished meanwhile.  A failure is the writer's to log."""
+        committed = self.committed
+        if committed is not None and committed.done():
+            if not committed.cancelled():
+                committed.exception()  # seen, so asyncio does not warn
+            self.committed = None
 
     async def close(self) -> None:
         if self.session is not None:
             session, self.session = self.session, None
             await session.close()
+
+    def abort(self) -> None:
+        """Drop the session without QUIT; its state is unknown."""
+        if self.session is not None:
+            session, self.session = self.session, None
+            session.abort()
 
 
 class ChannelStopped(Exception):
@@ -198,6 +216,7 @@ class ChannelRunner:
                 before_end=link.committed,
             )
         except SessionError as exc:
+            link.forget_done_commit()
             await link.close()
             if _worth_a_new_connection(session, exc, retried):
                 await self._session(link, message)
@@ -206,6 +225,7 @@ class ChannelRunner:
             self._broken_session(result, exc)
             return
 
+        link.forget_done_commit()
         result.add_transaction(group, txn, at)
         if not (txn.delivered and len(txn.accepted) == len(group)):
             await self._reset(link)
@@ -251,7 +271,7 @@ class ChannelRunner:
             self.channel.name,
             message.message_id,
         )
-        await link.close()
+        link.abort()
         delay = self.options.retry.retry_delay(message.attempts + 1)
         when = self.clock.now() + timedelta(seconds=delay)
         reason = f"an internal error stopped this message; next try at {_when(when)}"

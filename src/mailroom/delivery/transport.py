@@ -28,6 +28,9 @@ from mailroom.delivery.replies import Reply, ReplyCode
 from mailroom.errors import ChannelAuthError, ChannelConnectError
 from mailroom.secrets import Secret
 
+# Why a transaction was given up before its final ".".
+ABANDONED = "abandoned before its end: the previous outcome could not be recorded"
+
 log = logging.getLogger("mailroom.delivery")
 
 TokenSource = Callable[[], Awaitable[str]]
@@ -165,14 +168,15 @@ class SmtpSession:
 
         ``before_end`` is awaited before the final "." that lets the server
         accept the message (with pipelining, after the content is written).
+        If it fails, the transaction is abandoned: the connection is dropped
+        mid-DATA, so that the server discards the content.
         """
         self.transactions += 1
         if self._stream is not None:
             return await self._send_pipelined(
                 self._stream, sender, recipients, data, before_end
             )
-        if before_end is not None:
-            await before_end
+        await self._before_end(before_end)
         result = Transaction()
         result.mail = await self._mail(sender, data)
         if not result.mail.is_success:
@@ -268,14 +272,33 @@ class SmtpSession:
             await self._reply(stream)
             return
         stream.write(dot_stuff(data))
-        if before_end is not None:
-            await before_end
+        await self._before_end(before_end)
         stream.write(END_OF_DATA)
         try:
             result.data = await self._reply(stream)
         except SessionError as exc:
             exc.content_sent = True
             raise
+
+    async def _before_end(self, before_end: Awaitable[None] | None) -> None:
+        if before_end is None:
+            return
+        try:
+            await before_end
+        except Exception as exc:
+            self.abort()
+            reply = Reply(451, "4.3.0", ABANDONED)
+            raise SessionError(ABANDONED, reply) from exc
+
+    def abort(self) -> None:
+        """Drop the connection at once, without QUIT.
+
+        In the middle of DATA a QUIT would be read as content; closing instead
+        makes the server discard the unfinished message (RFC 5321 4.1.1.4).
+        """
+        if self._stream is not None:
+            self._stream.close()
+        self._client.close()
 
     async def _reply(self, stream: ReplyStream) -> Reply:
         [reply] = await self._replies(stream, 1)

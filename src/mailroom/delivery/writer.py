@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from mailroom.store.outbox import Outbox
 from mailroom.store.records import Outcome, Pending
 
 Round = tuple[Pending, int, Outcome]
+
+log = logging.getLogger("mailroom.delivery")
 
 
 class OutcomeWriter:
@@ -59,8 +62,26 @@ class OutcomeWriter:
         try:
             self.outbox.record_many([round_ for round_, _ in group])
         except Exception as exc:
-            for _, done in group:
-                done.set_exception(exc)
+            if len(group) == 1:
+                self._failed(group[0], exc)
+                return
+            # One bad outcome (or a clash with another worker) must not cost
+            # the others theirs: each is tried again in its own transaction.
+            for entry in group:
+                self._write([entry])
             return
         for _, done in group:
             done.set_result(None)
+
+    def _failed(
+        self, entry: tuple[Round, asyncio.Future[None]], error: Exception
+    ) -> None:
+        (message, _, outcome), done = entry
+        log.error(
+            "message=%s state=%s: the outcome could not be recorded; the message "
+            "stays claimed and is tried again once its lease runs out",
+            message.message_id,
+            outcome.state,
+            exc_info=error,
+        )
+        done.set_exception(error)

@@ -13,7 +13,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, create_engine, event, inspect
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from mailroom.errors import InputError
@@ -68,3 +78,15 @@ def new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def insert_new(conn: Connection, table: Table, row: dict[str, Any]) -> None:
+    """INSERT a row unless its key is taken already (ON CONFLICT DO NOTHING).
+
+    Checking first and inserting after is a race between two workers; this is
+    one statement on both SQLite and PostgreSQL.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(postgresql_insert(table).values(row).on_conflict_do_nothing())
+    else:
+        conn.execute(sqlite_insert(table).values(row).on_conflict_do_nothing())

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    and_,
     bindparam,
     func,
     insert,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 from mailroom.clock import Clock
 from mailroom.store import schema as t
 from mailroom.store.claims import Claims
+from mailroom.store.database import insert_new
 from mailroom.store.fastpath import PreparedSet
 from mailroom.store.records import AttemptRow, NewMessage, Outcome, Pending, Send
 from mailroom.store.states import MessageState, RecipientState, sources_of
@@ -213,23 +213,14 @@ class Outbox:
     ) -> None:
         if team_id is None:
             return
-        exists = conn.execute(
-            select(t.suppressions.c.address).where(
-                and_(
-                    t.suppressions.c.team_id == team_id,
-                    t.suppressions.c.address == address.lower(),
-                )
-            )
-        ).first()
-        if exists is None:
-            conn.execute(
-                insert(t.suppressions).values(
-                    team_id=team_id,
-                    address=address.lower(),
-                    reason=reason,
-                    created_at=now,
-                )
-            )
+        row = {
+            "team_id": team_id,
+            "address": address.lower(),
+            "reason": reason,
+            "created_at": now,
+        }
+        # Another worker may suppress the same address at the same moment.
+        insert_new(conn, t.suppressions, row)
 
     def cancel(
         self, *, message_id: int | None = None, campaign_id: int | None = None
