@@ -108,6 +108,16 @@ def test_a_server_that_never_answers_data_defers_and_the_worker_goes_on(
     assert "no reply within 0.5 s" in silent[1]
     assert following[0] == "sent"
     assert handler.received == [("next@example.net",)]
+    # The content went out, so the try is in the history and, since the
+    # server may have taken it, counts against the channel's limits.
+    with mr.db.connect() as conn:
+        attempts = conn.execute(
+            select(
+                t.attempts.c.stage, t.attempts.c.rcpt_count, t.attempts.c.text
+            ).where(t.attempts.c.message_id == ids[0])
+        ).all()
+    assert [(stage, count) for stage, count, _ in attempts] == [("data", 1)]
+    assert "no reply within 0.5 s" in attempts[0].text
 
 
 def refuse_outcome_of(mr: Mailroom, message_id: int) -> None:

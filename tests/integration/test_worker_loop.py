@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from mailroom.channels.model import Security
 from mailroom.channels.registry import ChannelSpec
 from mailroom.clock import FakeClock
@@ -45,15 +47,28 @@ def test_a_worker_with_nothing_left_to_wait_for_stops_at_once(
     assert (clock.now() - started).total_seconds() < 30.0
 
 
-def test_a_retry_due_within_the_poll_is_still_made(
-    mr: Mailroom, team: Team, fault_server: FaultServer, clock: FakeClock
+@pytest.mark.parametrize(
+    ("poll", "retried"),
+    [(3600.0, True), (1.0, False)],
+    ids=["retry-within-the-poll", "retry-after-the-poll"],
+)
+def test_a_retry_is_made_when_due_within_the_poll_and_left_otherwise(
+    mr: Mailroom,
+    team: Team,
+    fault_server: FaultServer,
+    clock: FakeClock,
+    poll: float,
+    retried: bool,
 ) -> None:
+    # The first try is deferred; the retry is due some minutes later.
     fault_server.script("RCPT", "451 4.3.0 try again", times=1)
     [message_id] = queue(mr, team, fault_server.port, "a@example.net")
     started = clock.now()
 
-    asyncio.run(mr.delivery(EngineOptions(poll=3600.0)).run(until_idle=True))
+    asyncio.run(mr.delivery(EngineOptions(poll=poll)).run(until_idle=True))
 
-    assert [m.envelope_rcpts for m in fault_server.received] == [("a@example.net",)]
-    assert mr.outbox.count_unsettled([message_id]) == 0
-    assert (clock.now() - started).total_seconds() < 3600.0
+    assert len(fault_server.received) == int(retried)
+    assert mr.outbox.count_unsettled([message_id]) == int(not retried)
+    slept = (clock.now() - started).total_seconds()
+    # Slept until the retry when it was within the poll; not at all otherwise.
+    assert 0 < slept < poll if retried else slept == 0

@@ -90,8 +90,8 @@ class Engine:
             if until_idle and not worked:
                 return
             due = self._next_due()
-            if until_idle and due is None:
-                # Nothing waits at all: another pass could only find nothing.
+            if until_idle and not self._due_within_poll(due):
+                # Another pass, a poll from now, could only find nothing.
                 return
             await self._idle(due, stop)
 
@@ -132,6 +132,11 @@ class Engine:
                 self.registry.set_status(channel.id, ChannelStatus.connected)
             ready.append(channel)
         return ready
+
+    def _due_within_poll(self, due: datetime | None) -> bool:
+        if due is None:
+            return False
+        return (due - self.clock.now()).total_seconds() <= self.options.poll
 
     def _next_due(self) -> datetime | None:
         return self.outbox.next_due([c.id for c in self._ready_channels()])

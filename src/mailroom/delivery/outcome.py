@@ -67,6 +67,21 @@ class RoundResult:
         else:
             self._whole_group(accepted, txn.data)
 
+    def broken(
+        self,
+        group: list[PendingRecipient],
+        reply: Reply,
+        at: datetime,
+        content_sent: bool,
+    ) -> None:
+        """Record a transaction that the connection's end cut short.
+
+        Content that went out may have been accepted by the server, so its
+        recipients count against the channel's limits like a delivery.
+        """
+        stage = "data" if content_sent else "session"
+        self.attempts.append(_attempt(stage, reply, at, len(group) * content_sent))
+
     def refuse(self, group: list[PendingRecipient], reply: Reply) -> None:
         """Fail a group without a transaction (the message cannot be built)."""
         self.attempts.append(_attempt("build", reply, None, len(group)))

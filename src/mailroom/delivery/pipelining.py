@@ -19,6 +19,11 @@ from mailroom.delivery.replies import Reply, ReplyCode
 # RFC 5321 4.5.3.1.5 allows 512 octets per reply line; be generous, not endless.
 MAX_REPLY_LINE: Final = 8192
 MAX_BUFFER: Final = 1 << 20
+# Nor may a server grow our memory with one endless "250-" reply, or with
+# replies to commands never sent (a transaction waits for at most one per
+# recipient and two more).
+MAX_REPLY_LINES: Final = 1000
+MAX_UNREAD_REPLIES: Final = 10_000
 
 # RFC 5321 4.5.2: a line of content that starts with a period gets another.
 _LEADING_DOT: Final = re.compile(rb"(?m)^\.")
@@ -92,8 +97,7 @@ class ReplyStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         if len(self._buffer) > MAX_BUFFER:
-            self._close("the server sent more than any reply needs")
-            self.transport.close()
+            self._refuse("the server sent more than any reply needs")
             return
         self._take_lines()
         self._wake()
@@ -109,20 +113,22 @@ class ReplyStream(asyncio.Protocol):
 
     def _take_lines(self) -> None:
         start = 0
-        while (end := self._buffer.find(b"\n", start)) != -1:
+        while self._closed is None and (end := self._buffer.find(b"\n", start)) != -1:
             self._take_line(bytes(self._buffer[start : end + 1]))
             start = end + 1
         del self._buffer[:start]
         if len(self._buffer) > MAX_REPLY_LINE:
-            self._close("a reply line is too long")
+            self._refuse("a reply line is too long")
 
     def _take_line(self, line: bytes) -> None:
         # RFC 5321 4.2.1: "250-" continues a reply, "250 " (or "250") ends it.
         if len(line) > MAX_REPLY_LINE or not line[:3].isdigit():
-            self._close(f"not an SMTP reply: {line[:40]!r}")
+            self._refuse(f"not an SMTP reply: {line[:40]!r}")
             return
         self._lines.append(line)
         if line[3:4] == b"-":
+            if len(self._lines) > MAX_REPLY_LINES:
+                self._refuse(f"a reply of more than {MAX_REPLY_LINES} lines")
             return
         code = int(line[:3])
         text = "\n".join(
@@ -130,6 +136,13 @@ class ReplyStream(asyncio.Protocol):
         )
         self._lines = []
         self._replies.append(Reply.parse(code, text))
+        if len(self._replies) > MAX_UNREAD_REPLIES:
+            self._refuse("the server sent replies to commands never sent")
+
+    def _refuse(self, reason: str) -> None:
+        """Stop reading a server that breaks the protocol, and hang up."""
+        self._close(reason)
+        self.transport.close()
 
     def _time_out(self, timeout: float) -> None:
         self._close(f"no reply within {timeout:g} s")

@@ -222,7 +222,7 @@ class ChannelRunner:
                 await self._session(link, message)
                 await self._transact(link, message, group, result, retried=True)
                 return
-            self._broken_session(result, exc)
+            self._broken_session(result, exc, group, at)
             return
 
         link.forget_done_commit()
@@ -277,8 +277,15 @@ class ChannelRunner:
         reason = f"an internal error stopped this message; next try at {_when(when)}"
         self.outbox.claims.release([message.id], when, reason)
 
-    def _broken_session(self, result: RoundResult, exc: SessionError) -> None:
+    def _broken_session(
+        self,
+        result: RoundResult,
+        exc: SessionError,
+        group: list[PendingRecipient],
+        at: datetime,
+    ) -> None:
         reply = exc.reply or Reply(451, "4.4.2", f"connection lost: {exc}")
+        result.broken(group, reply, at, exc.content_sent)
         result.transient = reply
         if exc.reply is not None and exc.reply.code == 421:
             result.signal = ChannelSignal.throttled

@@ -263,7 +263,7 @@ class SmtpSession:
         wanted = result.mail is not None and result.mail.is_success and result.accepted
         if start.code != ReplyCode.start_input:
             if wanted:
-                result.data = start
+                result.data = _unexpected(start)
             return
         if not wanted:
             # RFC 2920 3.1: a 354 with no valid recipient still needs the end
@@ -433,7 +433,7 @@ class SmtpSession:
         try:
             response = await call
         except aiosmtplib.SMTPResponseException as exc:
-            reply = Reply.parse(exc.code, exc.message)
+            reply = _unexpected(Reply.parse(exc.code, exc.message))
         except aiosmtplib.SMTPTimeoutError as exc:
             raise SessionError(f"no reply within {self.endpoint.timeout:g} s") from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -457,6 +457,14 @@ def _context_or_error(endpoint: Endpoint) -> ssl.SSLContext:
 
 def _mail_line(sender: str, options: list[str]) -> str:
     return " ".join([f"MAIL FROM:<{sender}>", *options])
+
+
+def _unexpected(reply: Reply) -> Reply:
+    """A reply that was not the one the command called for (a 250 to DATA
+    instead of 354): a success there would record mail that never went."""
+    if not reply.is_success:
+        return reply
+    return Reply(451, "4.5.0", f"unexpected reply {reply}; nothing was sent")
 
 
 def _checked(command: str) -> str:
