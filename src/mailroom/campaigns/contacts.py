@@ -206,12 +206,20 @@ def _extra_cells(row: _RowInput) -> list[RowProblem]:
     extra = [cell for cell in row.cells[len(row.columns) :] if cell.strip()]
     if not extra:
         return []
-    problem = f"{len(row.cells)} cells but the header has {len(row.columns)}"
-    return [RowProblem(row.line, "columns", problem)]
+    return [_cell_count(row)]
+
+
+def _cell_count(row: _RowInput) -> RowProblem:
+    cells = f"{len(row.cells)} cell" + ("" if len(row.cells) == 1 else "s")
+    problem = f"{cells} but the header has {len(row.columns)}"
+    return RowProblem(row.line, "columns", problem)
 
 
 def _missing_fields(row: _RowInput, values: dict[str, str]) -> list[RowProblem]:
-    missing = sorted(
-        f for f in row.required - {_EMAIL} if not values.get(f, "").strip()
-    )
+    required = row.required - {_EMAIL}
+    if required - values.keys():
+        # The row ends before a column the template needs: say so once,
+        # rather than blame the fields that were never there.
+        return [_cell_count(row)]
+    missing = sorted(f for f in required if not values[f].strip())
     return [RowProblem(row.line, f, "required field is empty") for f in missing]
