@@ -522,3 +522,30 @@ def test_correcting_a_paused_channels_port_sends_its_mail_at_once(
     assert (shown["status"], shown["status_reason"]) == ("connected", "")
     assert json.loads(cli("message", "show", "1", "--json").stdout)["state"] == "sent"
     assert len(sandbox_server.delivered()) == 1
+
+
+def test_channel_list_off_a_terminal_folds_long_cells_and_cuts_none(
+    cli, channel, sandbox_server: SandboxServer
+) -> None:
+    # A second channel, paused with a long reason, squeezes the table.
+    down = ["channel", "add", "down", "--kind", "smtp", "--host", "127.0.0.1"]
+    down += ["--port", "9", "--security", "none", "--domain", "example.com"]
+    assert cli(*down).exit_code == 0
+    send_one(
+        cli, "alice@example.com", "--channel", "down", "--wait", "--wait-timeout", "2"
+    )
+
+    listed = cli("channel", "list")
+
+    assert listed.exit_code == 0, listed.output
+    assert "…" not in listed.output
+    assert f"127.0.0.1:{sandbox_server.port}" in column(listed.output, "server")
+
+
+def column(table: str, header: str) -> str:
+    """One column of a Rich table as printed, its folded lines joined."""
+    lines = table.splitlines()
+    heads = next(line for line in lines if header in line).split("┃")
+    index = next(i for i, cell in enumerate(heads) if cell.strip() == header)
+    rows = [line.split("│") for line in lines if "│" in line]
+    return "".join(cells[index].strip() for cells in rows)

@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from mailroom.channels.model import Channel, Scope, Security
 from mailroom.channels.presets import PRESETS, get_preset
@@ -136,15 +136,10 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
     if json:
         print_json([channel_view(c, teams.get(c.team_id)) for c in channels])
         return
-    table = Table(
-        _("name"),
-        _("team"),
-        _("kind"),
-        _("scope"),
-        _("server"),
-        _("limits"),
-        _("status"),
-    )
+    headers = [_("name"), _("team"), _("kind"), _("scope"), _("server")]
+    headers += [_("limits"), _("status")]
+    # Folded, never cut short: a port hidden behind "…" is no help.
+    table = Table(*(Column(h, overflow="fold") for h in headers))
     for c in channels:
         status = str(c.status) + (f": {c.status_reason}" if c.status_reason else "")
         table.add_row(
