@@ -473,7 +473,8 @@ class ChannelRunner:
     def _auth_reason(self, reply: Reply | None) -> str:
         return (
             f"{describe(ReplyClass.auth)}: {reply}; store new credentials with "
-            f"`mailroom channel update {self.channel.name} --password`"
+            f"`mailroom channel update {self.channel.name} --password` "
+            "(--password-stdin in a script)"
         )
 
     def _disconnect(self, reason: str) -> None:
