@@ -147,12 +147,16 @@ def _default_reason(state: str) -> str:
     return "waiting for its turn" if state == "queued" else ""
 
 
+# What plain queued mail waits for: nothing but the messages before it.
+_TURN = "waiting for its turn"
+
+
 def _explained(row: dict[str, Any]) -> dict[str, Any]:
     # Held mail waits for a person, not a time; plain queued mail for its turn.
     if row["state"] == "held":
         row["next_attempt_at"] = None
     elif not row["reason"]:
-        row["reason"] = "waiting for its turn"
+        row["reason"] = _TURN
     return row
 
 
@@ -194,5 +198,5 @@ def campaign_view(mr: Mailroom, campaign_id: int) -> dict[str, Any] | None:
         "states": state_counts(mr, campaign_id),
         "bounced_recipients": bounced or 0,
         "next_attempt_at": next_at,
-        "waiting_reason": reason or "",
+        "waiting_reason": reason or (_TURN if next_at else ""),
     }

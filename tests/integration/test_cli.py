@@ -286,6 +286,7 @@ def test_campaign_larger_than_the_daily_quota_says_when_it_finishes(
     status = json.loads(cli("campaign", "status", "1", "--json").stdout)
     queued_at = status["states"]["queued"]
     assert queued_at == 25
+    assert status["waiting_reason"] == "waiting for its turn"  # as `queue` says
     # 25 recipients at 10 a day: the last goes out on the third day.
     finish = datetime.fromisoformat(status["estimated_finish"])
     assert finish - datetime.now(UTC) > timedelta(days=1, hours=23)
