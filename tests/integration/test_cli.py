@@ -550,3 +550,19 @@ def column(table: str, header: str) -> str:
     index = next(i for i, cell in enumerate(heads) if cell.strip() == header)
     rows = [line.split("│") for line in lines if "│" in line]
     return "".join(cells[index].strip() for cells in rows)
+
+
+def test_a_sandbox_channel_trusts_the_sandbox_of_its_own_data_folder(
+    cli, tmp_path: Path
+) -> None:
+    # Where `mailroom sandbox` keeps its files for this MAILROOM_HOME.
+    folder = tmp_path / "home" / "sandbox"
+    with SandboxServer(folder, username="sandbox", password=SANDBOX_PASSWORD) as box:
+        add = ["channel", "add", "try", "--kind", "sandbox", "--host", "127.0.0.1"]
+        add += ["--port", str(box.port), "--domain", "example.com"]
+        added = cli(*add, "--password-stdin", stdin=PASSWORD + "\n")
+        tested = cli("channel", "test", "try")
+
+    assert added.exit_code == 0, added.output
+    assert "trusting the sandbox's own CA" in added.output
+    assert tested.exit_code == 0, tested.output

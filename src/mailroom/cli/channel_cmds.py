@@ -26,6 +26,7 @@ from mailroom.core import Mailroom
 from mailroom.errors import InputError
 from mailroom.i18n import _
 from mailroom.reports import channel_view
+from mailroom.sandbox.certs import CA_FILE, tls_folder
 from mailroom.secrets import Secret
 
 app = typer.Typer(help=_("Delivery channels: your own SMTP servers and services."))
@@ -82,6 +83,8 @@ def add(
         if user or password_stdin:
             secret = Secret(read_secret(password_stdin, _("Password")))
         limits = _limits(per_minute, per_day, min_interval, max_recipients)
+        if kind == "sandbox" and ca_bundle is None:
+            ca_bundle = _own_sandbox_ca(mr)
         spec = ChannelSpec(
             name=name,
             kind=kind,
@@ -160,6 +163,15 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
                     "mail: {reason}"
                 ).format(name=c.name, reason=c.status_reason)
             )
+
+
+def _own_sandbox_ca(mr: Mailroom) -> str | None:
+    """The CA of the sandbox `mailroom sandbox` runs from this data folder."""
+    ca = tls_folder(mr.settings.home / "sandbox") / CA_FILE
+    if not ca.is_file():
+        return None
+    console.print(_("trusting the sandbox's own CA: {ca}").format(ca=ca))
+    return str(ca)
 
 
 def _team_names(mr: Mailroom, channels: list[Channel]) -> dict[int | None, str]:

@@ -46,6 +46,11 @@ RENEW_BEFORE: Final = timedelta(days=7)
 BACKDATE: Final = timedelta(minutes=5)
 
 
+def tls_folder(sandbox_folder: Path) -> Path:
+    """Where a sandbox kept in ``sandbox_folder`` keeps its certificates."""
+    return sandbox_folder / "tls"
+
+
 @dataclass(frozen=True)
 class CertPaths:
     """Where the sandbox's CA, server certificate and server key live."""

@@ -33,7 +33,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailroom.clock import Clock, SystemClock
 from mailroom.errors import InputError
-from mailroom.sandbox.certs import ensure_certificate
+from mailroom.sandbox.certs import ensure_certificate, tls_folder
 from mailroom.secrets import Secret
 
 log = logging.getLogger("mailroom.sandbox")
@@ -406,7 +406,7 @@ class SandboxServer(ListeningServer):
             raise InputError(
                 "per_minute_limit", "must be at least 1", "leave it unset for none"
             )
-        self._certs = ensure_certificate(folder / "tls")
+        self._certs = ensure_certificate(tls_folder(folder))
         self._maildir_path = folder / "Maildir"
         self.username = username
 
