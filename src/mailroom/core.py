@@ -15,6 +15,8 @@ from mailroom.channels.registry import ChannelRegistry
 from mailroom.clock import Clock, SystemClock
 from mailroom.config import Settings
 from mailroom.delivery.engine import Engine, EngineOptions, Progress, TokenSources
+from mailroom.delivery.probe import ProbeReport
+from mailroom.delivery.replies import ReplyClass, classify
 from mailroom.errors import InputError, MailroomError
 from mailroom.secrets import create_key_file, load_cipher
 from mailroom.store.database import is_initialised, open_engine, upgrade
@@ -125,19 +127,45 @@ class Mailroom:
         updated = self.channels.update(channel, **changes)
         if updated.status is channel.status:
             return ChannelUpdate(updated, 0)
+        return self._reopened(channel, "its settings were updated")
 
-        if channel.status is ChannelStatus.disconnected:
-            queued = self.outbox.resume_channel(channel.id)
-            what = "credentials updated"
+    def apply_test(self, channel: Channel, report: ProbeReport) -> ChannelUpdate:
+        """Let what `channel test` found set the channel's status.
+
+        A test that got through reconnects a disconnected or paused channel
+        and lets its mail go; one whose credentials were refused disconnects
+        it and holds its mail, as a delivery would.  Anything else (a network
+        or certificate problem) changes nothing: delivery retries those.
+        """
+        if report.ok:
+            if channel.status not in (ChannelStatus.disconnected, ChannelStatus.paused):
+                return ChannelUpdate(channel, 0)
+            self.channels.set_status(channel.id, ChannelStatus.connected)
+            return self._reopened(channel, "a channel test got through")
+
+        refused = report.reply is not None and classify(report.reply) is ReplyClass.auth
+        if not refused or channel.status is ChannelStatus.disconnected:
+            return ChannelUpdate(channel, 0)
+        reason = (
+            f"a channel test was refused: {report.diagnosis}; store new credentials "
+            f"with `mailroom channel update {channel.name} --password`"
+        )
+        self.channels.set_status(channel.id, ChannelStatus.disconnected, reason)
+        self.outbox.add_event("channel-disconnected", reason, channel_id=channel.id)
+        self.outbox.hold_channel(channel.id, reason)
+        return ChannelUpdate(self.channels.get(channel.id), 0)
+
+    def _reopened(self, before: Channel, what: str) -> ChannelUpdate:
+        if before.status is ChannelStatus.disconnected:
+            queued = self.outbox.resume_channel(before.id)
         else:
-            queued = self.outbox.wake_channel(channel.id)
-            what = "settings updated; pause lifted"
+            queued = self.outbox.wake_channel(before.id)
         self.outbox.add_event(
             "channel-reconnected",
             f"{what}; {queued} message(s) to try again",
-            channel_id=channel.id,
+            channel_id=before.id,
         )
-        return ChannelUpdate(updated, queued)
+        return ChannelUpdate(self.channels.get(before.id), queued)
 
     def delivery(
         self,

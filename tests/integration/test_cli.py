@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from mailroom.cli.app import app
 from mailroom.sandbox import SandboxServer
-from tests.support.plugin import SANDBOX_PASSWORD
+from tests.support.faults import FaultServer
+from tests.support.plugin import FAULT_PASSWORD, FAULT_USERNAME, SANDBOX_PASSWORD
+from tests.support.tls import TestCA
 
 PASSWORD = SANDBOX_PASSWORD.reveal()
 
@@ -566,3 +568,28 @@ def test_a_sandbox_channel_trusts_the_sandbox_of_its_own_data_folder(
     assert added.exit_code == 0, added.output
     assert "trusting the sandbox's own CA" in added.output
     assert tested.exit_code == 0, tested.output
+
+
+def test_channel_test_disconnects_on_refused_credentials_and_reconnects_when_through(
+    cli, fault_server_tls: FaultServer, tls_ca: TestCA
+) -> None:
+    add = ["channel", "add", "relay", "--kind", "smtp", "--host", "127.0.0.1"]
+    add += ["--port", str(fault_server_tls.port), "--username", FAULT_USERNAME]
+    add += ["--domain", "example.com", "--ca-bundle", str(tls_ca.ca_path)]
+    assert cli(*add, "--password-stdin", stdin=FAULT_PASSWORD.reveal()).exit_code == 0
+    # Exchange Online's answer to a password it does not take, once.
+    fault_server_tls.script("AUTH", "535 5.7.139 Authentication unsuccessful", times=1)
+    send_one(cli)  # queued, to be held while the channel is disconnected
+
+    refused = cli("channel", "test", "relay")
+    held = json.loads(cli("message", "show", "1", "--json").stdout)
+    through = cli("channel", "test", "relay")
+    shown = json.loads(cli("channel", "show", "relay", "--json").stdout)
+
+    assert refused.exit_code == 1
+    assert "channel relay is now disconnected" in refused.output
+    assert held["state"] == "held"
+    assert through.exit_code == 0, through.output
+    assert "channel relay is now connected" in through.output
+    assert "1 waiting message(s) will be tried again now" in through.output
+    assert (shown["status"], shown["status_reason"]) == ("connected", "")

@@ -273,11 +273,22 @@ def test(
         endpoint = endpoint_for(channel, source)
         address = sender or channel.owner or _any_sender(channel)
         report = asyncio.run(probe(endpoint, address, recipient))
+        applied = mr.apply_test(channel, report)
     for line in render_transcript(report):
         console.print(line, markup=False)
     note = get_preset(channel.kind).note
     if note:
         errors.print(_("note: {note}").format(note=_(note)))
+    if applied.channel.status is not channel.status:
+        console.print(
+            _("channel {name} is now {status}").format(
+                name=channel.name, status=applied.channel.status
+            )
+        )
+    if applied.queued:
+        console.print(
+            _("{n} waiting message(s) will be tried again now").format(n=applied.queued)
+        )
     if not report.ok:
         console.print(_("FAILED: {diagnosis}").format(diagnosis=report.diagnosis))
         raise typer.Exit(EXIT_FAILURE)
