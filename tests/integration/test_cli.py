@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -593,3 +594,43 @@ def test_channel_test_disconnects_on_refused_credentials_and_reconnects_when_thr
     assert "channel relay is now connected" in through.output
     assert "1 waiting message(s) will be tried again now" in through.output
     assert (shown["status"], shown["status_reason"]) == ("connected", "")
+
+
+def database_trigger(tmp_path: Path, sql: str) -> None:
+    """Make this data folder's SQLite database refuse some writes."""
+    with sqlite3.connect(tmp_path / "home" / "mailroom.db") as db:
+        db.execute(sql)
+
+
+def test_a_worker_whose_outcomes_cannot_be_recorded_fails_and_claims_nothing(
+    cli, channel, tmp_path: Path
+) -> None:
+    send_one(cli)
+    database_trigger(
+        tmp_path,
+        "CREATE TRIGGER refuse BEFORE UPDATE ON messages WHEN NEW.state = 'sent' "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+
+    worked = cli("worker", "--until-idle")
+
+    assert worked.exit_code == 1
+    assert "this run: -" in worked.output  # nothing it could not record
+    assert "1 outcome(s) could not be recorded" in worked.output
+
+
+def test_a_database_failing_mid_run_ends_the_worker_in_one_line(
+    cli, channel, tmp_path: Path
+) -> None:
+    send_one(cli)
+    database_trigger(
+        tmp_path,
+        "CREATE TRIGGER refuse BEFORE UPDATE ON messages "
+        "WHEN NEW.state = 'sending' BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    )
+
+    worked = cli("worker", "--until-idle")
+
+    assert worked.exit_code == 1
+    assert "the database failed: disk I/O error" in worked.output
+    assert "Traceback" not in worked.output

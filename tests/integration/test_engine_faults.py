@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from mailroom.sandbox import LoopbackListener
 from mailroom.sending import OneOff, submit
 from mailroom.store import schema as t
 from mailroom.teams import Team
+from tests.support.faults import FaultServer
 
 
 class Plain:
@@ -164,3 +166,28 @@ def test_an_outcome_the_database_refuses_costs_only_the_next_transaction(
     assert "previous outcome could not be recorded" in got[3][1]
     assert handler.received == [(to[i],) for i in (0, 1, 2, 4, 5)]
     assert "the outcome could not be recorded" in caplog.text
+
+
+def test_a_refused_outcome_no_session_waited_for_leaves_no_unread_error(
+    mr: Mailroom, team: Team, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pipelining and two sessions, so the commit lingers; the message after
+    # the refused one bounces at RCPT and never reaches the final "." that
+    # would have waited for that commit.
+    with FaultServer(pipelining=True) as server:
+        server.script("RCPT", "550 5.1.1 no such user", match="gone@example.net")
+        to = ["a@example.net", "gone@example.net"] * 3
+        ids = setup(mr, team, server.port, *to)
+        relay = mr.channels.find(team.id, "relay")
+        mr.channels.update(relay, connections=2)
+        refuse_outcome_of(mr, ids[0])
+
+        # Small claims, so that both sessions have mail to send.
+        asyncio.run(mr.delivery(EngineOptions(batch=2)).run(until_idle=True))
+        gc.collect()
+
+    assert "never retrieved" not in caplog.text
+    assert states(mr, ids)[0][0] == "sending"  # on record as claimed, still
+    assert [state for state, _ in states(mr, ids)[1:]] == [
+        "bounced", "sent", "bounced", "sent", "bounced",
+    ]  # fmt: skip

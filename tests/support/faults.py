@@ -110,9 +110,12 @@ class FaultServer(ListeningServer):
         password: Secret | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        pipelining: bool = False,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("give both username and password, or neither")
+        # aiosmtpd answers pipelined commands in order; it just does not say so.
+        self.pipelining = pipelining
         self._tls = tls.server_context() if tls is not None else None
         self._require_starttls = require_starttls
         self._username = username
@@ -257,6 +260,19 @@ class _FaultHandler:
 
     def __init__(self, fault: FaultServer) -> None:
         self._fault = fault
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does without this hook
+        if self._fault.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self,

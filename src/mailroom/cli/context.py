@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from sqlalchemy.exc import DBAPIError
 
 from mailroom.addresses import parse_address
 from mailroom.config import Settings
@@ -59,6 +60,16 @@ def friendly_errors() -> Iterator[None]:
         fail(str(exc), EXIT_USAGE)
     except MailroomError as exc:
         fail(str(exc))
+    except DBAPIError as exc:
+        # Mid-run (a server gone, a disk full): one line, not a traceback.
+        # The driver's first line names the problem, never a password.
+        first_line = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        fail(
+            _(
+                "the database failed: {problem}; what it had recorded is kept, "
+                "and mail being sent is taken back when its lease runs out"
+            ).format(problem=first_line)
+        )
 
 
 @contextmanager

@@ -217,11 +217,18 @@ def worker(
 ) -> None:
     """Deliver queued mail until stopped (Ctrl-C or SIGTERM)."""
     with opened() as mr, friendly_errors():
-        this_run = asyncio.run(_work(mr, until_idle))
+        this_run, unrecorded = asyncio.run(_work(mr, until_idle))
         counts = state_counts(mr)
         due = mr.outbox.next_due([c.id for c in mr.channels.list(everything=True)])
     console.print(_("this run: {counts}").format(counts=_counts(this_run) or "-"))
     console.print(_("the outbox: {counts}").format(counts=_counts(counts)))
+    if unrecorded:
+        fail(
+            _(
+                "{n} outcome(s) could not be recorded (see the log); those "
+                "messages are tried again when their lease runs out"
+            ).format(n=unrecorded)
+        )
     if due is not None:
         console.print(
             _(
@@ -230,8 +237,9 @@ def worker(
         )
 
 
-async def _work(mr: Mailroom, until_idle: bool) -> Counter[str]:
-    """Deliver; returns the outcomes of this run's delivery rounds, by state."""
+async def _work(mr: Mailroom, until_idle: bool) -> tuple[Counter[str], int]:
+    """Deliver; returns the recorded outcomes of this run's delivery rounds
+    by state, and how many outcomes could not be recorded."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -244,8 +252,9 @@ async def _work(mr: Mailroom, until_idle: bool) -> Counter[str]:
             outcomes[str(outcome.state)] += 1
             progress(message, outcome)
 
-        await mr.delivery(on_outcome=seen).run(until_idle=until_idle, stop=stop)
-    return outcomes
+        engine = mr.delivery(on_outcome=seen)
+        await engine.run(until_idle=until_idle, stop=stop)
+    return outcomes, engine.writer.unrecorded
 
 
 def _counts(counts: Mapping[str, int]) -> str:

@@ -182,7 +182,11 @@ def _wait(
         outcome.reason = wait_reason
         return
 
-    if wait_until is not None:
+    # A try of this message's own that failed is charged, even when the
+    # channel must also wait (its limit was reached meanwhile); a reply that
+    # concerns the whole channel (throttling, quota) is not.
+    charged = result.transient is not None and result.signal is ChannelSignal.none
+    if wait_until is not None and not charged:
         outcome.state = MessageState.queued
         outcome.charge_attempt = False
         outcome.next_attempt_at = wait_until
@@ -191,7 +195,7 @@ def _wait(
 
     reply = result.transient
     outcome.state = MessageState.deferred
-    outcome.next_attempt_at = retry_at
+    outcome.next_attempt_at = max(retry_at, wait_until or retry_at)
     outcome.reason = f"{describe(ReplyClass.transient)}: {reply}"
     for recipient in result.message.recipients:
         if recipient.id not in result.states:

@@ -112,8 +112,16 @@ class ChannelRunner:
             await asyncio.gather(*workers)
             self._apply_stop()
         finally:
-            self.outbox.claims.give_channel(self.channel.id)
+            self._give_channel()
         return self._tried
+
+    def _give_channel(self) -> None:
+        try:
+            self.outbox.claims.give_channel(self.channel.id)
+        except Exception:
+            # Most likely the database failure that ended the run; that one
+            # is the error to report, and the lease expires by itself.
+            log.exception("channel=%s could not be given back", self.channel.name)
 
     def _batch_size(self) -> int:
         # A limited channel claims no more than a minute's worth, so a crash
@@ -310,11 +318,25 @@ class ChannelRunner:
         # next message's final "." waits for it (see writer.py).
         link.committed = self.engine.writer.submit(message, self.channel.id, outcome)
         self._log(message, outcome)
-        if self.engine.on_outcome is not None:
-            self.engine.on_outcome(message, outcome)
+        self._report_once_recorded(message, outcome, link.committed)
         if result.signal is not ChannelSignal.none:
             await link.settle()
             raise ChannelStopped
+
+    def _report_once_recorded(
+        self, message: Pending, outcome: Outcome, committed: asyncio.Future[None]
+    ) -> None:
+        # Progress hears of an outcome once it is on record, so that no count
+        # shown to a person claims more than the outbox holds.
+        progress = self.engine.on_outcome
+        if progress is None:
+            return
+
+        def recorded(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                progress(message, outcome)
+
+        committed.add_done_callback(recorded)
 
     def _log(self, message: Pending, outcome: Outcome) -> None:
         if not log.isEnabledFor(logging.INFO):

@@ -29,6 +29,8 @@ class OutcomeWriter:
         self.outbox = outbox
         self.linger = linger
         self.sessions = 0
+        # Outcomes that could not be committed, for the worker's exit status.
+        self.unrecorded = 0
         self._waiting: list[tuple[Round, asyncio.Future[None]]] = []
         self._full = asyncio.Event()
         self._flush: asyncio.Task[None] | None = None
@@ -42,6 +44,9 @@ class OutcomeWriter:
     ) -> asyncio.Future[None]:
         """Queue the outcome; the future is done once it is committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A failure is logged here; a session that never waits for this
+        # commit must not make asyncio warn of an unread exception.
+        done.add_done_callback(_mark_seen)
         self._waiting.append(((message, channel_id, outcome), done))
         if len(self._waiting) >= self.sessions:
             self._full.set()
@@ -77,6 +82,7 @@ class OutcomeWriter:
         self, entry: tuple[Round, asyncio.Future[None]], error: Exception
     ) -> None:
         (message, _, outcome), done = entry
+        self.unrecorded += 1
         log.error(
             "message=%s state=%s: the outcome could not be recorded; the message "
             "stays claimed and is tried again once its lease runs out",
@@ -85,3 +91,8 @@ class OutcomeWriter:
             exc_info=error,
         )
         done.set_exception(error)
+
+
+def _mark_seen(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()
