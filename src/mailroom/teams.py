@@ -89,22 +89,22 @@ class Teams:
         with self.engine.connect() as conn:
             return list(conn.scalars(select(t.teams.c.name).order_by(t.teams.c.name)))
 
-    def for_sender(self, address: str) -> Team | None:
-        """The one team a From address belongs to: the team it is a member
-        of, else the team with its domain; None when that is not one team."""
+    def for_sender(self, address: str) -> list[Team]:
+        """The teams a From address belongs to: those it is a member of, else
+        those with its domain.  One team is an answer; several are not."""
         address = address.lower()
         domain = address.rpartition("@")[2]
         with self.engine.connect() as conn:
-            teams = conn.scalars(
+            ids = conn.scalars(
                 select(t.members.c.team_id).where(t.members.c.address == address)
             ).all()
-            if not teams:
-                teams = conn.scalars(
+            if not ids:
+                ids = conn.scalars(
                     select(t.team_domains.c.team_id).where(
                         t.team_domains.c.domain == domain
                     )
                 ).all()
-        return self.by_id(teams[0]) if len(set(teams)) == 1 else None
+        return [self.by_id(team_id) for team_id in sorted(set(ids))]
 
     def suppressed(self, team_id: int) -> set[str]:
         with self.engine.connect() as conn:

@@ -634,3 +634,13 @@ def test_a_database_failing_mid_run_ends_the_worker_in_one_line(
     assert worked.exit_code == 1
     assert "the database failed: disk I/O error" in worked.output
     assert "Traceback" not in worked.output
+
+
+def test_a_sender_in_two_teams_is_told_which_two(cli) -> None:
+    other = ["team", "add", "mkt", "--domain", "example.org"]
+    assert cli(*other, "--member", "alice@example.com").exit_code == 0
+
+    result = send_one(cli, "Alice <alice@example.com>")
+
+    assert result.exit_code == 2
+    assert "alice@example.com belongs to several teams (acme, mkt)" in result.output

@@ -130,9 +130,15 @@ def pick_team(mr: Mailroom, name: str | None, sender: str | None = None) -> Team
     if only is not None:
         return only
     if sender is not None:
-        team = mr.teams.for_sender(parse_address(sender, "from").addr_spec)
-        if team is not None:
-            return team
+        address = parse_address(sender, "from").addr_spec
+        teams = mr.teams.for_sender(address)
+        if len(teams) == 1:
+            return teams[0]
+        if teams:
+            problem = _("{address} belongs to several teams ({names})").format(
+                address=address, names=", ".join(team.name for team in teams)
+            )
+            raise InputError("team", problem, _("pass --team NAME"))
     names = mr.teams.names()
     if not names:
         raise InputError("team", _("no team exists"), _("add one with `team add`"))
