@@ -265,12 +265,12 @@ def test(
 ) -> None:
     """Connect, secure, log in and check the sender; sends nothing."""
     from mailroom.delivery.probe import probe, render_transcript
-    from mailroom.delivery.runner import endpoint_for
+    from mailroom.delivery.transport import Endpoint
 
     with opened() as mr, friendly_errors():
         channel = _find(mr, team, name)
         source = mr.token_sources(channel) if mr.token_sources else None
-        endpoint = endpoint_for(channel, source)
+        endpoint = Endpoint.for_channel(channel, source)
         address = sender or channel.owner or _any_sender(channel)
         report = asyncio.run(probe(endpoint, address, recipient))
         applied = mr.apply_test(channel, report)

@@ -7,7 +7,10 @@
   (RFC 2920) when the server offers it.
 - ``probe``: ``channel test``: a full conversation that sends nothing.
 - ``engine``: the worker's loop over channels with due mail.
-- ``runner``: one channel's sessions, limits and reactions to replies.
+- ``runner``: one channel's delivery: its sessions, each message's round.
+- ``link``: what one session worker holds between messages.
+- ``reactions``: a channel stopping early (throttled, out of quota,
+  disconnected, unreachable, at its limit), and what its mail does then.
 - ``outcome``: what a round of replies means for a message and its recipients.
 - ``writer``: the group commit of outcomes.
 """

@@ -5,28 +5,28 @@ sessions open across messages (``connections`` of them, one by default),
 reserves a slot from the channel's limiter before every transaction, and hands
 each message's outcome to the group commit as soon as the server has answered.
 A reply that concerns the whole channel (throttling, a used-up quota, refused
-credentials) pauses or disconnects it, and the runner stops.
+credentials) pauses or disconnects it, and the runner stops (``reactions.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from mailroom.channels.model import Channel, ChannelStatus
+from mailroom.channels.model import Channel
 from mailroom.delivery.limits import split_recipients
+from mailroom.delivery.link import Link
 from mailroom.delivery.outcome import ChannelSignal, RoundResult, finish
+from mailroom.delivery.reactions import ChannelStop, at_text
 from mailroom.delivery.render import render_message
-from mailroom.delivery.replies import Reply, ReplyClass, classify, describe
+from mailroom.delivery.replies import Reply, classify
 from mailroom.delivery.transport import (
     AuthRefused,
     Endpoint,
     SessionError,
     SmtpSession,
-    TokenSource,
 )
 from mailroom.errors import ChannelAuthError, ChannelConnectError, InputError
 from mailroom.store.records import AttemptRow, Outcome, Pending, PendingRecipient
@@ -39,45 +39,6 @@ log = logging.getLogger("mailroom.delivery")
 
 # Seconds between renewals of a channel's lease (the lease itself is longer).
 RENEW_EVERY = 60.0
-
-
-class _Link:
-    """A session worker's current SMTP session, if any."""
-
-    def __init__(self) -> None:
-        self.session: SmtpSession | None = None
-        # The commit of this session's last outcome, perhaps still running.
-        self.committed: asyncio.Future[None] | None = None
-        # The last message built on this session, for its further transactions.
-        self.rendered: tuple[tuple[int, bool, bool], bytes] | None = None
-
-    async def settle(self) -> None:
-        """Wait for the last outcome to be committed (the writer logs a
-        failure; the message then stays claimed until its lease runs out)."""
-        if self.committed is not None:
-            committed, self.committed = self.committed, None
-            with contextlib.suppress(Exception):
-                await committed
-
-    def forget_done_commit(self) -> None:
-        """Forget the last commit once it is done: a transaction has waited
-        for it, or it finished meanwhile.  A failure is the writer's to log."""
-        committed = self.committed
-        if committed is not None and committed.done():
-            if not committed.cancelled():
-                committed.exception()  # seen, so asyncio does not warn
-            self.committed = None
-
-    async def close(self) -> None:
-        if self.session is not None:
-            session, self.session = self.session, None
-            await session.close()
-
-    def abort(self) -> None:
-        """Drop the session without QUIT; its state is unknown."""
-        if self.session is not None:
-            session, self.session = self.session, None
-            session.abort()
 
 
 class ChannelStopped(Exception):
@@ -94,13 +55,15 @@ class ChannelRunner:
         self.outbox = engine.outbox
         self.clock = engine.clock
         self.options = engine.options
-        self._stopped = False
+        self.stop = ChannelStop(
+            channel,
+            engine.registry,
+            self.outbox,
+            self.clock,
+            self.options.retry,
+            self.limiter,
+        )
         self._tried = False
-        self._throttle_strikes = 0
-        # Why the runner stopped early, and until when the channel's mail waits.
-        self._hold_reason: str | None = None
-        self._wait_until: datetime | None = None
-        self._wait_reason = ""
 
     async def run(self) -> bool:
         if not self.outbox.claims.take_channel(self.channel.id):
@@ -110,7 +73,7 @@ class ChannelRunner:
         try:
             workers = [self._session_loop() for _ in range(self.channel.connections)]
             await asyncio.gather(*workers)
-            self._apply_stop()
+            self.stop.apply()
         finally:
             self._give_channel()
         return self._tried
@@ -137,26 +100,11 @@ class ChannelRunner:
             self.outbox.claims.renew_channel(self.channel.id)
             self._renewed = now
 
-    def _apply_stop(self) -> None:
-        # Done once every session has given its messages back, so that none
-        # of them escapes the hold or the wait.
-        if self._hold_reason is not None:
-            self.outbox.hold_channel(self.channel.id, self._hold_reason)
-        elif self._wait_until is not None:
-            self.outbox.defer_channel(
-                self.channel.id, self._wait_until, self._wait_reason
-            )
-
-    def _stop(self, until: datetime | None, reason: str) -> None:
-        self._stopped = True
-        self._wait_until = until
-        self._wait_reason = reason
-
     async def _session_loop(self) -> None:
-        link = _Link()
+        link = Link()
         self.engine.writer.sessions += 1
         try:
-            while not self._stopped:
+            while not self.stop.stopped:
                 self._maybe_renew()
                 batch = self.outbox.claims.claim(self.channel.id, self._batch_size())
                 if not batch:
@@ -170,9 +118,9 @@ class ChannelRunner:
             finally:
                 await link.close()
 
-    async def _deliver_batch(self, batch: list[Pending], link: _Link) -> None:
+    async def _deliver_batch(self, batch: list[Pending], link: Link) -> None:
         for index, message in enumerate(batch):
-            if self._stopped:
+            if self.stop.stopped:
                 self._give_back(batch[index:])
                 return
             self._maybe_renew()
@@ -187,7 +135,7 @@ class ChannelRunner:
 
     # One message -------------------------------------------------------------
 
-    async def _deliver(self, message: Pending, link: _Link) -> None:
+    async def _deliver(self, message: Pending, link: Link) -> None:
         """One round for one message: every transaction it needs, then record."""
         if self._expired(message):
             return
@@ -204,7 +152,7 @@ class ChannelRunner:
 
     async def _transact(
         self,
-        link: _Link,
+        link: Link,
         message: Pending,
         group: list[PendingRecipient],
         result: RoundResult,
@@ -241,7 +189,7 @@ class ChannelRunner:
     def _render(
         self,
         message: Pending,
-        link: _Link,
+        link: Link,
         session: SmtpSession,
         group: list[PendingRecipient],
         result: RoundResult,
@@ -249,8 +197,8 @@ class ChannelRunner:
         # A message split into several transactions is built once, not once
         # per transaction (the server's extensions decide the encoding).
         key = (message.id, session.smtputf8, session.eight_bit)
-        if link.rendered is not None and link.rendered[0] == key:
-            return link.rendered[1]
+        if link.built is not None and link.built[0] == key:
+            return link.built[1]
         try:
             data = render_message(message, session.smtputf8, session.eight_bit)
         except (InputError, ValueError) as exc:
@@ -258,10 +206,10 @@ class ChannelRunner:
             # unfit) for a server that lacks it can never go that way.
             result.refuse(group, Reply(554, "5.6.7", f"cannot be sent: {exc}"))
             return None
-        link.rendered = (key, data)
+        link.built = (key, data)
         return data
 
-    async def _reset(self, link: _Link) -> None:
+    async def _reset(self, link: Link) -> None:
         # RFC 5321 4.1.1.5: RSET clears a refused transaction; a session that
         # cannot even do that is closed and the next message opens a new one.
         session = link.session
@@ -273,7 +221,7 @@ class ChannelRunner:
         except SessionError:
             await link.close()
 
-    async def _internal_error(self, message: Pending, link: _Link) -> None:
+    async def _internal_error(self, message: Pending, link: Link) -> None:
         log.exception(
             "channel=%s message=%s internal error while sending",
             self.channel.name,
@@ -282,7 +230,7 @@ class ChannelRunner:
         link.abort()
         delay = self.options.retry.retry_delay(message.attempts + 1)
         when = self.clock.now() + timedelta(seconds=delay)
-        reason = f"an internal error stopped this message; next try at {_when(when)}"
+        reason = f"an internal error stopped this message; next try at {at_text(when)}"
         self.outbox.claims.release([message.id], when, reason)
 
     def _broken_session(
@@ -299,11 +247,11 @@ class ChannelRunner:
             result.signal = ChannelSignal.throttled
             result.signal_reply = exc.reply
 
-    async def _settle(self, message: Pending, result: RoundResult, link: _Link) -> None:
-        wait_until, reason = self._react(result)
-        if wait_until is None and self._wait_until is not None:
+    async def _settle(self, message: Pending, result: RoundResult, link: Link) -> None:
+        wait_until, reason = self.stop.react(result)
+        if wait_until is None and self.stop.wait_until is not None:
             # The limiter stopped the round: what was not sent waits for it.
-            wait_until, reason = self._wait_until, self._wait_reason
+            wait_until, reason = self.stop.wait_until, self.stop.wait_reason
         retry_at = self.clock.now() + timedelta(
             seconds=self.options.retry.retry_delay(message.attempts + 1)
         )
@@ -349,7 +297,7 @@ class ChannelRunner:
             outcome.state,
             f"{last.code} {last.enhanced}".strip() if last else "-",
             last.reply_class if last else "-",
-            _when(outcome.next_attempt_at) if outcome.state != "sent" else "-",
+            at_text(outcome.next_attempt_at) if outcome.state != "sent" else "-",
         )
 
     def _expired(self, message: Pending) -> bool:
@@ -384,28 +332,21 @@ class ChannelRunner:
                 return True
             wait = (slot - now).total_seconds()
             if wait > self.options.max_wait:
-                self._stop(slot, self._limit_reason(slot))
+                self.stop.for_limit(slot)
                 return False
             await self.clock.sleep(wait)
 
-    def _limit_reason(self, slot: datetime) -> str:
-        return (
-            f"waiting for channel {self.channel.name}'s limit "
-            f"({self.channel.limits.describe()}); next try at {_when(slot)}"
-        )
-
     def _give_back(self, messages: list[Pending]) -> None:
         if messages:
-            when = self._wait_until or self.clock.now()
-            self.outbox.claims.release(
-                [m.id for m in messages], when, self._wait_reason
-            )
+            when = self.stop.wait_until or self.clock.now()
+            reason = self.stop.wait_reason
+            self.outbox.claims.release([m.id for m in messages], when, reason)
 
     # Sessions and channel-wide reactions ---------------------------------------
 
-    async def _session(self, link: _Link, message: Pending) -> None:
+    async def _session(self, link: Link, message: Pending) -> None:
         """Make sure the link has an open session; stop the runner if none can."""
-        if link.session is not None and link.session.is_open:
+        if link.is_open:
             return
         await link.close()
         try:
@@ -414,17 +355,17 @@ class ChannelRunner:
             self._note_attempt(message, "auth", exc.reply, str(exc))
             if exc.already_recorded:
                 # The OAuth layer has marked the channel and held its mail.
-                self._hold_reason = str(exc)
-                self._stop(None, str(exc))
+                self.stop.already_held(str(exc))
             else:
-                self._disconnect(self._auth_reason(exc.reply))
+                self.stop.after_auth_refused(exc.reply)
             self._give_back([message])
             raise ChannelStopped from None
         except (ChannelConnectError, ChannelAuthError) as exc:
             self._note_attempt(
                 message, "connect", getattr(exc, "reply", None), str(exc)
             )
-            self._pause_after_connect_error(message, str(exc))
+            self.stop.after_connect_error(str(exc))
+            self._give_back([message])
             raise ChannelStopped from None
 
     def _note_attempt(
@@ -454,73 +395,7 @@ class ChannelRunner:
     def _endpoint(self) -> Endpoint:
         tokens = self.engine.token_sources
         source = tokens(self.channel) if tokens else None
-        return endpoint_for(self.channel, source, self.options.timeout)
-
-    def _react(self, result: RoundResult) -> tuple[datetime | None, str]:
-        """Apply a channel-wide signal; returns until when and why mail waits."""
-        reply = result.signal_reply
-        if result.signal is ChannelSignal.disconnected:
-            reason = self._auth_reason(reply)
-            self._disconnect(reason)
-            return None, reason
-        if result.signal is ChannelSignal.throttled:
-            self._throttle_strikes += 1
-            pause = self.options.retry.pause(self._throttle_strikes)
-            return self._pause(pause, ReplyClass.throttled, reply)
-        if result.signal is ChannelSignal.quota:
-            return self._pause(self._quota_pause(), ReplyClass.quota, reply)
-        self._throttle_strikes = 0
-        return None, ""
-
-    def _pause(
-        self, seconds: float, reply_class: ReplyClass, reply: Reply | None
-    ) -> tuple[datetime, str]:
-        until = self.clock.now() + timedelta(seconds=seconds)
-        reason = f"{describe(reply_class)} ({reply}); next try at {_when(until)}"
-        self.engine.registry.set_status(
-            self.channel.id, ChannelStatus.paused, reason, until
-        )
-        self._stop(until, reason)
-        return until, reason
-
-    def _quota_pause(self) -> float:
-        # The provider counts its own 24 hours; without a configured daily
-        # limit the best guess is to rest an hour and try again.
-        now = self.clock.now()
-        if self.channel.limits.per_day:
-            slot = self.limiter.next_slot(now, self.channel.limits.per_day)
-            return max(3600.0, (slot - now).total_seconds())
-        return 3600.0
-
-    def _auth_reason(self, reply: Reply | None) -> str:
-        return (
-            f"{describe(ReplyClass.auth)}: {reply}; store new credentials with "
-            f"`mailroom channel update {self.channel.name} --password` "
-            "(--password-stdin in a script)"
-        )
-
-    def _disconnect(self, reason: str) -> None:
-        self.engine.registry.set_status(
-            self.channel.id, ChannelStatus.disconnected, reason
-        )
-        self.outbox.add_event(
-            "channel-disconnected", reason, channel_id=self.channel.id
-        )
-        log.warning("channel=%s disconnected: %s", self.channel.name, reason)
-        self._hold_reason = reason
-        self._stop(None, reason)
-
-    def _pause_after_connect_error(self, message: Pending, error: str) -> None:
-        self._throttle_strikes += 1
-        seconds = self.options.retry.pause(self._throttle_strikes)
-        until = self.clock.now() + timedelta(seconds=seconds)
-        reason = f"cannot reach the server: {error}; next try at {_when(until)}"
-        self.engine.registry.set_status(
-            self.channel.id, ChannelStatus.paused, reason, until
-        )
-        log.warning("channel=%s paused: %s", self.channel.name, reason)
-        self._stop(until, reason)
-        self._give_back([message])
+        return Endpoint.for_channel(self.channel, source, self.options.timeout)
 
 
 def _worth_a_new_connection(
@@ -531,24 +406,3 @@ def _worth_a_new_connection(
     # out, the message has not reached the server: try once on a new one.
     first_use = session.transactions <= 1
     return not (retried or first_use or exc.reply or exc.content_sent)
-
-
-def endpoint_for(
-    channel: Channel, token_source: TokenSource | None, timeout: float = 30.0
-) -> Endpoint:
-    """How to reach and log in to a channel's server."""
-    return Endpoint(
-        host=channel.host,
-        port=channel.port,
-        security=channel.security,
-        username=channel.username,
-        secret=channel.secret,
-        ca_bundle=channel.ca_bundle,
-        verify_tls=channel.verify_tls,
-        token_source=token_source,
-        timeout=timeout,
-    )
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from mailroom.channels.model import Security
+from mailroom.channels.model import Channel, Security
 from mailroom.delivery.pipelining import (
     END_OF_DATA,
     ReplyStream,
@@ -50,6 +50,26 @@ class Endpoint:
     timeout: float = 30.0
     # OAuth channels authenticate with XOAUTH2 using a fresh access token.
     token_source: TokenSource | None = None
+
+    @classmethod
+    def for_channel(
+        cls,
+        channel: Channel,
+        token_source: TokenSource | None = None,
+        timeout: float = 30.0,
+    ) -> Endpoint:
+        """How to reach and log in to a channel's server."""
+        return cls(
+            host=channel.host,
+            port=channel.port,
+            security=channel.security,
+            username=channel.username,
+            secret=channel.secret,
+            ca_bundle=channel.ca_bundle,
+            verify_tls=channel.verify_tls,
+            token_source=token_source,
+            timeout=timeout,
+        )
 
 
 @dataclass(slots=True)
