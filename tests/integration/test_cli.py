@@ -648,3 +648,20 @@ def test_a_database_failing_mid_run_ends_the_worker_in_one_line(
     assert worked.exit_code == 1
     assert "the database failed: disk I/O error" in worked.output
     assert "Traceback" not in worked.output
+
+
+def test_a_platform_relay_named_like_a_team_channel_is_reached_with_platform(
+    cli,
+) -> None:
+    add = ["channel", "add", "main", "--kind", "smtp", "--host", "127.0.0.1"]
+    add += ["--port", "9", "--security", "none"]
+    assert cli(*add, "--platform-default").exit_code == 0
+    assert cli(*add, "--domain", "example.com").exit_code == 0
+
+    unclear = cli("channel", "show", "main")
+    platform = json.loads(cli("channel", "show", "main", "--platform", "--json").stdout)
+    team = json.loads(cli("channel", "show", "main", "--team", "acme", "--json").stdout)
+
+    assert unclear.exit_code == 2
+    assert "--platform" in unclear.output
+    assert (platform["scope"], team["scope"]) == ("platform", "team")

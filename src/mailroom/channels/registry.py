@@ -103,7 +103,8 @@ class ChannelRegistry:
             raise NotFoundError(_no_channel(name))
         if len(rows) > 1:
             problem = f"more than one team (or the platform) has a channel {name!r}"
-            raise InputError("channel", problem, "pass --team to say whose")
+            fix = "pass --team to say whose, or --platform for the platform's"
+            raise InputError("channel", problem, fix)
         return self._channel(rows[0])
 
     def list(

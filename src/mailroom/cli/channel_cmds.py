@@ -33,13 +33,18 @@ app = typer.Typer(help=_("Delivery channels: your own SMTP servers and services.
 
 TeamOpt = Annotated[str | None, typer.Option("--team", help=_("Team name."))]
 JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print JSON."))]
+PlatformOpt = Annotated[
+    bool, typer.Option("--platform", help=_("The platform's own channel."))
+]
 StdinOpt = Annotated[
     bool,
     typer.Option("--password-stdin", help=_("Read the password from standard input.")),
 ]
 
 
-def _find(mr: Mailroom, team: str | None, name: str) -> Channel:
+def _find(mr: Mailroom, team: str | None, name: str, platform: bool) -> Channel:
+    if platform:
+        return mr.channels.find(None, name)
     if team is None:
         return mr.channels.find_anywhere(name)
     return mr.channels.find(pick_team(mr, team).id, name)
@@ -180,10 +185,15 @@ def _team_names(mr: Mailroom, channels: list[Channel]) -> dict[int | None, str]:
 
 
 @app.command("show")
-def show(name: str, team: TeamOpt = None, json: JsonOpt = False) -> None:
+def show(
+    name: str,
+    team: TeamOpt = None,
+    platform: PlatformOpt = False,
+    json: JsonOpt = False,
+) -> None:
     """Show one channel's settings and status (never its secret)."""
     with opened() as mr, friendly_errors():
-        channel = _find(mr, team, name)
+        channel = _find(mr, team, name, platform)
         view = channel_view(channel, _team_names(mr, [channel]).get(channel.team_id))
     if json:
         print_json(view)
@@ -195,6 +205,7 @@ def show(name: str, team: TeamOpt = None, json: JsonOpt = False) -> None:
 def update(
     name: str,
     team: TeamOpt = None,
+    platform: PlatformOpt = False,
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
     security: Annotated[Security | None, typer.Option()] = None,
@@ -212,7 +223,7 @@ def update(
 ) -> None:
     """Change settings; new credentials reconnect a disconnected channel."""
     with opened() as mr, friendly_errors():
-        channel = _find(mr, team, name)
+        channel = _find(mr, team, name, platform)
         changes = _changes(
             channel,
             host=host,
@@ -242,10 +253,10 @@ def _changes(channel: Channel, **values: Any) -> dict[str, Any]:
 
 
 @app.command("remove")
-def remove(name: str, team: TeamOpt = None) -> None:
+def remove(name: str, team: TeamOpt = None, platform: PlatformOpt = False) -> None:
     """Remove a channel (one that carried mail is retired, its history kept)."""
     with opened() as mr, friendly_errors():
-        deleted = mr.channels.remove(_find(mr, team, name))
+        deleted = mr.channels.remove(_find(mr, team, name, platform))
     if deleted:
         console.print(_("removed channel {name}").format(name=name))
     else:
@@ -260,6 +271,7 @@ def remove(name: str, team: TeamOpt = None) -> None:
 def test(
     name: str,
     team: TeamOpt = None,
+    platform: PlatformOpt = False,
     sender: Annotated[str | None, typer.Option(help=_("From address to try."))] = None,
     recipient: Annotated[str | None, typer.Option(help=_("RCPT address."))] = None,
 ) -> None:
@@ -268,7 +280,7 @@ def test(
     from mailroom.delivery.transport import Endpoint
 
     with opened() as mr, friendly_errors():
-        channel = _find(mr, team, name)
+        channel = _find(mr, team, name, platform)
         source = mr.token_sources(channel) if mr.token_sources else None
         endpoint = Endpoint.for_channel(channel, source)
         address = sender or channel.owner or _any_sender(channel)
