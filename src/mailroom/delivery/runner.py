@@ -131,7 +131,7 @@ class ChannelRunner:
                 return
             except Exception:
                 # A fault of ours with one message must not stop the others.
-                await self._internal_error(message, link)
+                self._internal_error(message, link)
 
     # One message -------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class ChannelRunner:
         except SessionError:
             await link.close()
 
-    async def _internal_error(self, message: Pending, link: Link) -> None:
+    def _internal_error(self, message: Pending, link: Link) -> None:
         log.exception(
             "channel=%s message=%s internal error while sending",
             self.channel.name,

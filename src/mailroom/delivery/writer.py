@@ -8,6 +8,12 @@ unavoidable window of RFC 5321 6.1).
 Outcomes of the channel's other sessions share the same transaction: a group
 is written as soon as every running session has joined it, or after
 ``linger`` seconds, so the cost of a commit is paid once per group.
+
+A group that fails is written again one outcome at a time, so that one bad
+outcome costs the others nothing.  An outcome that still fails is logged; its
+message stays claimed (and is sent again once its lease runs out), and the
+session waiting on that commit gives up its transaction before the final "."
+(``SmtpSession.send``), so the failure costs at most that one transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ log = logging.getLogger("mailroom.delivery")
 
 
 class OutcomeWriter:
+    """Commits delivery outcomes in groups; ``submit`` returns their futures."""
+
     def __init__(self, outbox: Outbox, linger: float = 0.002) -> None:
         self.outbox = outbox
         self.linger = linger
