@@ -5,7 +5,9 @@
 - ``policy``: when to try again, and when to give up.
 - ``transport``: one reusable SMTP session (aiosmtplib), with ``pipelining``
   (RFC 2920) when the server offers it.
-- ``probe``: ``channel test``: a full conversation that sends nothing.
+- ``probe``: ``channel test``: a full conversation that sends nothing, kept
+  in a ``transcript`` with credentials blanked out; ``diagnoses`` turns a
+  failure into one line, and ``closing`` releases a socket within a bound.
 - ``engine``: the worker's loop over channels with due mail.
 - ``runner``: one channel's delivery: its sessions, each message's round.
 - ``link``: what one session worker holds between messages.

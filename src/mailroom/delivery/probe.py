@@ -4,8 +4,8 @@ The probe walks the first half of a submission the way delivery would: connect,
 secure the connection, log in, offer the sender and one recipient.  It then
 resets the transaction (RFC 5321 4.1.1.5) and quits, so DATA is never sent and
 no message can leave.  Each step is kept in a transcript with the credentials
-blanked out, and a failure becomes one line that says what is wrong and what to
-change.
+blanked out (``transcript``), and a failure becomes one line that says what is
+wrong and what to change (``diagnoses``).
 
 A probe that passes does not prove every message will go through: Exchange
 Online, for one, checks send-as permission (5.7.60 SendAsDenied) only after
@@ -15,11 +15,8 @@ DATA, which a probe never reaches.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import enum
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -30,10 +27,39 @@ from cryptography import x509
 
 from mailroom.addresses import parse_address
 from mailroom.channels.model import Security
-from mailroom.delivery.replies import Reply, ReplyClass, classify
+from mailroom.delivery.closing import let_go
+from mailroom.delivery.diagnoses import (
+    auth_refused,
+    ca_bundle_failure,
+    connect_failure,
+    connect_timeout,
+    no_mechanism,
+    recipient_refused,
+    sender_refused,
+    starttls_failure,
+)
+from mailroom.delivery.replies import Reply
+from mailroom.delivery.transcript import (
+    Direction,
+    Transcript,
+    TranscriptLine,
+    render_lines,
+)
 from mailroom.delivery.transport import Endpoint, TokenSource, tls_context
 from mailroom.errors import MailroomError
 from mailroom.secrets import PLACEHOLDER, Secret
+
+# Direction and TranscriptLine live in ``transcript``; callers and tests import
+# them from here too.
+__all__ = [
+    "PROBE_TIMEOUT",
+    "Direction",
+    "ProbeReport",
+    "TlsInfo",
+    "TranscriptLine",
+    "probe",
+    "render_transcript",
+]
 
 log = logging.getLogger("mailroom.delivery")
 
@@ -45,54 +71,6 @@ _MODES: Final = {
     Security.tls: "implicit TLS",
     Security.none: "no TLS",
 }
-
-# How long closing waits for the socket to go, polled in small steps.
-_CLOSE_POLLS: Final = 100
-_CLOSE_POLL_SECONDS: Final = 0.01
-
-# RFC 8314 3.3: port 465 is submission over implicit TLS.
-_IMPLICIT_TLS_PORT: Final = 465
-
-# OpenSSL reasons seen when the bytes that came back are not TLS at all: the
-# plain "220 ..." greeting of an SMTP server read as a TLS record header.
-_NOT_TLS_REASONS: Final = frozenset(
-    {
-        "WRONG_VERSION_NUMBER",
-        "UNKNOWN_PROTOCOL",
-        "PACKET_LENGTH_TOO_LONG",
-        "RECORD_LAYER_FAILURE",
-        "HTTP_REQUEST",
-    }
-)
-
-# OpenSSL X509_V_ERR_* codes (x509_vfy.h) for a chain that ends at no CA we
-# trust, and for the validity period.
-_UNKNOWN_CA_CODES: Final = frozenset({2, 18, 19, 20, 21})
-_EXPIRED: Final = 10
-_NOT_YET_VALID: Final = 9
-_HOSTNAME_MISMATCH: Final = 62
-_IP_MISMATCH: Final = 64
-
-# Exchange Online 5.7.60 and 5.2.252 SendAsDenied (see the replies README).
-_SEND_AS_ENHANCED: Final = frozenset({"5.7.60", "5.2.252"})
-_SEND_AS_WORDS: Final = ("sendasdenied", "send as", "send-as")
-
-
-class Direction(enum.StrEnum):
-    """Who a transcript line comes from."""
-
-    client = "C"
-    server = "S"
-    # A remark of the probe's own: TLS details, what it tried, what it skipped.
-    note = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptLine:
-    """One line of the conversation, credentials already blanked out."""
-
-    direction: Direction
-    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +142,7 @@ async def probe(
 
 def render_transcript(report: ProbeReport) -> list[str]:
     """The transcript as text lines: ``S: 220 ...``, ``C: EHLO ...``, ``* ...``."""
-    return [_render(line) for line in report.transcript]
-
-
-def _render(line: TranscriptLine) -> str:
-    if line.direction is Direction.note:
-        return f"* {line.text}"
-    return f"{line.direction}: {line.text}"
+    return render_lines(report.transcript)
 
 
 class _Stop(Exception):
@@ -189,14 +161,15 @@ class _Probe:
         self.endpoint = endpoint
         self.timeout = min(endpoint.timeout, PROBE_TIMEOUT)
         self.report = ProbeReport()
-        self._hidden: set[str] = set()
+        # Writes into the report's transcript.
+        self.transcript = Transcript(self.report.transcript)
         self._client: aiosmtplib.SMTP | None = None
         # The newest transport, TLS or not; closing it releases the socket.
         self._transport: asyncio.BaseTransport | None = None
         self._local_hostname = local_hostname
 
         if endpoint.secret is not None:
-            self._hide_password(endpoint.username, endpoint.secret)
+            self.transcript.hide_password(endpoint.username, endpoint.secret)
 
     @property
     def client(self) -> aiosmtplib.SMTP:
@@ -217,7 +190,7 @@ class _Probe:
 
     def stopped(self, stop: _Stop) -> None:
         self.report.ok = False
-        self.report.diagnosis = self._scrub(stop.diagnosis)
+        self.report.diagnosis = self.transcript.scrub(stop.diagnosis)
         self.report.reply = stop.reply
 
     async def quit(self) -> None:
@@ -228,7 +201,7 @@ class _Probe:
             self._client.close()
 
         if self._transport is not None:
-            await _let_go(self._transport)
+            await let_go(self._transport)
 
     # -- steps -------------------------------------------------------------
 
@@ -237,9 +210,7 @@ class _Probe:
         try:
             context = tls_context(endpoint)
         except (OSError, ssl.SSLError) as exc:
-            raise _Stop(
-                f"cannot load the CA bundle {endpoint.ca_bundle}: {_reason(exc)}"
-            ) from None
+            raise _Stop(ca_bundle_failure(endpoint, exc)) from None
 
         # start_tls=False: this probe runs STARTTLS itself, to record it.
         return aiosmtplib.SMTP(
@@ -255,20 +226,24 @@ class _Probe:
     async def _connect(self) -> None:
         endpoint = self.endpoint
         mode = _MODES[endpoint.security]
-        self._note(f"connecting to {endpoint.host} port {endpoint.port} ({mode})")
+        where = f"{endpoint.host} port {endpoint.port}"
+        self.transcript.note(f"connecting to {where} ({mode})")
 
         try:
             greeting = await self.client.connect()
         except aiosmtplib.SMTPConnectResponseError as exc:
-            reply = self._heard(exc.code, exc.message)
+            reply = self.transcript.heard(exc.code, exc.message)
             raise _Stop(f"the server refused the connection: {reply}", reply) from None
         except aiosmtplib.SMTPConnectTimeoutError as exc:
-            raise _Stop(await self._connect_timeout(exc)) from None
+            diagnosis = await connect_timeout(
+                exc, endpoint, self.timeout, self.transcript
+            )
+            raise _Stop(diagnosis) from None
         except aiosmtplib.SMTPConnectError as exc:
-            raise _Stop(self._connect_failure(exc)) from None
+            raise _Stop(connect_failure(exc, endpoint, self.transcript)) from None
 
         self._note_tls()
-        self._heard(greeting.code, greeting.message)
+        self.transcript.heard(greeting.code, greeting.message)
 
     async def _ehlo(self) -> None:
         name = self.client.local_hostname
@@ -294,18 +269,21 @@ class _Probe:
         await self._ehlo()
 
     async def _starttls(self) -> None:
-        self._said("STARTTLS")
+        self.transcript.said("STARTTLS")
         try:
             response = await self.client.starttls()
         except aiosmtplib.SMTPResponseException as exc:
-            reply = self._heard(exc.code, exc.message)
+            reply = self.transcript.heard(exc.code, exc.message)
             raise _Stop(f"the server refused STARTTLS: {reply}", reply) from None
         except (ssl.SSLError, aiosmtplib.SMTPException) as exc:
             # RFC 3207 4.1: after a failed negotiation, say nothing more in clear.
             self.client.close()
-            raise _Stop(self._starttls_failure(exc)) from None
+            diagnosis = starttls_failure(
+                exc, self.endpoint, self.timeout, self.transcript
+            )
+            raise _Stop(diagnosis) from None
 
-        self._heard(response.code, response.message)
+        self.transcript.heard(response.code, response.message)
 
     async def _maybe_authenticate(self) -> None:
         endpoint = self.endpoint
@@ -313,7 +291,7 @@ class _Probe:
             await self._authenticate_oauth(endpoint.token_source)
             return
         if not endpoint.username or endpoint.secret is None:
-            self._note("no credentials on this channel; AUTH skipped")
+            self.transcript.note("no credentials on this channel; AUTH skipped")
             return
 
         mechanism = self._password_mechanism()
@@ -331,22 +309,22 @@ class _Probe:
 
         reply = await self._exchange(f"AUTH {mechanism} {PLACEHOLDER}", step)
         if not reply.is_success:
-            raise _Stop(_auth_diagnosis(reply), reply)
+            raise _Stop(auth_refused(reply), reply)
 
     async def _authenticate_oauth(self, token_source: TokenSource) -> None:
         if "XOAUTH2" not in self.report.auth_mechanisms:
-            raise _Stop(self._no_mechanism_diagnosis("XOAUTH2"))
+            raise _Stop(self._no_mechanism("XOAUTH2"))
 
         try:
             token = await token_source()
         except MailroomError as exc:
             raise _Stop(f"cannot get an OAuth access token: {exc}") from None
-        self._hide_token(self.endpoint.username, token)
+        self.transcript.hide_token(self.endpoint.username, token)
 
         step = self.client.auth_xoauth2(self.endpoint.username, token)
         reply = await self._exchange(f"AUTH XOAUTH2 {PLACEHOLDER}", step)
         if not reply.is_success:
-            raise _Stop(_auth_diagnosis(reply), reply)
+            raise _Stop(auth_refused(reply), reply)
 
     async def _offer_envelope(self, sender: str, recipient: str) -> None:
         options = self._mail_options(sender, recipient)
@@ -354,18 +332,39 @@ class _Probe:
         shown = " ".join([f"MAIL FROM:<{sender}>", *options])
         reply = await self._exchange(shown, step)
         if not reply.is_success:
-            raise _Stop(self._sender_diagnosis(sender, reply), reply)
+            raise _Stop(sender_refused(sender, reply), reply)
 
         step = self.client.rcpt(recipient, encoding="utf-8")
         reply = await self._exchange(f"RCPT TO:<{recipient}>", step)
         if not reply.is_success:
-            raise _Stop(_recipient_diagnosis(sender, recipient, reply), reply)
+            raise _Stop(recipient_refused(sender, recipient, reply), reply)
 
     async def _reset(self) -> None:
         # RFC 5321 4.1.1.5: RSET drops the transaction; nothing was sent.
         reply = await self._exchange("RSET", self.client.rset())
         if not reply.is_success:
-            self._note("the server refused RSET; QUIT ends the transaction instead")
+            self.transcript.note(
+                "the server refused RSET; QUIT ends the transaction instead"
+            )
+
+    # -- one command and its reply -----------------------------------------
+
+    async def _exchange(
+        self, shown: str, step: Awaitable[aiosmtplib.SMTPResponse]
+    ) -> Reply:
+        """Send one command (shown as ``shown``) and record the reply."""
+        self.transcript.said(shown)
+        verb = shown.split(" ", 1)[0]
+        try:
+            response = await step
+        except aiosmtplib.SMTPResponseException as exc:
+            return self.transcript.heard(exc.code, exc.message)
+        except aiosmtplib.SMTPTimeoutError:
+            raise _Stop(f"no reply to {verb} within {self.timeout:g}s") from None
+        except aiosmtplib.SMTPServerDisconnected:
+            raise _Stop(f"the server closed the connection after {verb}") from None
+
+        return self.transcript.heard(response.code, response.message)
 
     # -- capabilities and TLS ----------------------------------------------
 
@@ -389,7 +388,7 @@ class _Probe:
             subject=_subject(ssl_object.getpeercert(binary_form=True)),
         )
         self.report.tls = info
-        self._note(info.describe())
+        self.transcript.note(info.describe())
 
     def _mail_options(self, sender: str, recipient: str) -> list[str]:
         wide = [a for a in (sender, recipient) if not a.rpartition("@")[0].isascii()]
@@ -408,231 +407,11 @@ class _Probe:
         for mechanism in ("PLAIN", "LOGIN"):
             if mechanism in offered:
                 return mechanism
-        raise _Stop(self._no_mechanism_diagnosis("PLAIN or LOGIN"))
+        raise _Stop(self._no_mechanism("PLAIN or LOGIN"))
 
-    # -- diagnoses ---------------------------------------------------------
-
-    async def _connect_timeout(self, exc: aiosmtplib.SMTPConnectTimeoutError) -> str:
-        endpoint = self.endpoint
-        where = f"{endpoint.host}:{endpoint.port}"
-        if not isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError):
-            return (
-                f"no answer from {where} within {self.timeout:g}s; check the host "
-                "and port, and whether a firewall drops the connection"
-            )
-
-        # Connected, but no greeting: an implicit-TLS server waits for our
-        # TLS hello (RFC 8314 3.3) while we wait for its 220.  Check by
-        # trying a TLS handshake on the same port.
-        self._note(f"no greeting within {self.timeout:g}s")
-        if endpoint.security is Security.tls:
-            return f"{where} completed TLS but sent no greeting"
-        if await self._speaks_tls() or endpoint.port == _IMPLICIT_TLS_PORT:
-            return "this port expects implicit TLS; use security 'tls'"
-        return f"{where} accepted the connection but sent no greeting"
-
-    async def _speaks_tls(self) -> bool:
-        self._note("trying a TLS handshake on the same port")
-        speaks = await _handshake_works(self.endpoint, self.timeout)
-        self._note("TLS handshake succeeded" if speaks else "no TLS either")
-        return speaks
-
-    def _connect_failure(self, exc: aiosmtplib.SMTPConnectError) -> str:
-        endpoint = self.endpoint
-        where = f"{endpoint.host}:{endpoint.port}"
-        cause = exc.__cause__
-
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return self._certificate_failure(cause)
-        if isinstance(cause, ssl.SSLError):
-            return self._tls_failure(cause)
-        if isinstance(cause, ConnectionRefusedError):
-            return (
-                f"{where} refused the connection; check the port and that "
-                "the server is running"
-            )
-        if isinstance(cause, socket.gaierror):
-            return f"cannot resolve the host name {endpoint.host!r}; check the host"
-        if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
-            return f"{where} closed the connection before its greeting"
-        return f"cannot connect to {where}: {_reason(cause or exc)}"
-
-    def _tls_failure(self, error: ssl.SSLError) -> str:
-        reason = error.reason or ""
-        self._note(f"TLS handshake failed: {_reason(error)}")
-        if reason in _NOT_TLS_REASONS:
-            return "the server speaks plain SMTP on this port; use security 'starttls'"
-        return f"the TLS handshake failed: {_reason(error)}"
-
-    def _starttls_failure(self, exc: BaseException) -> str:
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return self._certificate_failure(exc)
-        if isinstance(exc, aiosmtplib.SMTPTimeoutError):
-            return f"the TLS handshake after STARTTLS took over {self.timeout:g}s"
-        self._note(f"TLS handshake failed: {_reason(exc)}")
-        return f"the TLS handshake after STARTTLS failed: {_reason(exc)}"
-
-    def _certificate_failure(self, error: ssl.SSLCertVerificationError) -> str:
-        self._note(f"certificate check failed: {error.verify_message}")
-        code = error.verify_code
-        host = self.endpoint.host
-
-        if code in _UNKNOWN_CA_CODES:
-            return (
-                "the server's certificate is signed by a CA this system does not "
-                f"trust ({error.verify_message}); if the server uses a private "
-                "CA, give its certificate with --ca-bundle"
-            )
-        if code in (_HOSTNAME_MISMATCH, _IP_MISMATCH):
-            return (
-                f"the server's certificate is not valid for the name {host!r}; "
-                "connect by a name the certificate lists"
-            )
-        if code == _EXPIRED:
-            return "the server's certificate has expired; its operator must renew it"
-        if code == _NOT_YET_VALID:
-            return "the server's certificate is not valid yet; check this clock"
-        return f"the server's certificate failed verification: {error.verify_message}"
-
-    def _no_mechanism_diagnosis(self, wanted: str) -> str:
-        offered = " ".join(self.report.auth_mechanisms)
-        if not offered and self.report.tls is None:
-            return (
-                "the server offers no AUTH on a connection without TLS; use "
-                "security 'starttls' or 'tls'"
-            )
-        if not offered:
-            return "the server offers no AUTH on this port; use its submission port"
-        return f"the server offers AUTH {offered} but not {wanted}"
-
-    def _sender_diagnosis(self, sender: str, reply: Reply) -> str:
-        if _is_send_as_denied(reply):
-            return f"the server does not let this mailbox send as {sender} ({reply})"
-        if classify(reply) is ReplyClass.auth:
-            return (
-                f"the server wants a login before MAIL ({reply}); give the "
-                "channel a user name and password"
-            )
-        return f"the server refused the sender {sender}: {reply}"
-
-    # -- the transcript ----------------------------------------------------
-
-    async def _exchange(
-        self, shown: str, step: Awaitable[aiosmtplib.SMTPResponse]
-    ) -> Reply:
-        """Send one command (shown as ``shown``) and record the reply."""
-        self._said(shown)
-        verb = shown.split(" ", 1)[0]
-        try:
-            response = await step
-        except aiosmtplib.SMTPResponseException as exc:
-            return self._heard(exc.code, exc.message)
-        except aiosmtplib.SMTPTimeoutError:
-            raise _Stop(f"no reply to {verb} within {self.timeout:g}s") from None
-        except aiosmtplib.SMTPServerDisconnected:
-            raise _Stop(f"the server closed the connection after {verb}") from None
-
-        return self._heard(response.code, response.message)
-
-    def _said(self, text: str) -> None:
-        self._add(Direction.client, text)
-
-    def _heard(self, code: int, message: str) -> Reply:
-        lines = message.split("\n") or [""]
-        # RFC 5321 4.2.1: every line but the last has a hyphen after the code.
-        for index, line in enumerate(lines):
-            mark = " " if index == len(lines) - 1 else "-"
-            self._add(Direction.server, f"{code}{mark}{line}".rstrip())
-        return Reply.parse(code, message)
-
-    def _note(self, text: str) -> None:
-        self._add(Direction.note, text)
-
-    def _add(self, direction: Direction, text: str) -> None:
-        self.report.transcript.append(TranscriptLine(direction, self._scrub(text)))
-
-    def _scrub(self, text: str) -> str:
-        # A last guard for a server that echoes what it was sent: no form of
-        # a credential we hold reaches the transcript.
-        for word in self._hidden:
-            text = text.replace(word, PLACEHOLDER)
-        return text
-
-    def _hide_password(self, username: str, secret: Secret) -> None:
-        password = secret.reveal()
-        # RFC 4616 2 (PLAIN): authzid NUL authcid NUL passwd, in base64.
-        plain = f"\0{username}\0{password}"
-        self._hide(password, _b64(password), _b64(plain))
-
-    def _hide_token(self, username: str, token: str) -> None:
-        # Google's XOAUTH2: "user=" name ^A "auth=Bearer " token ^A ^A, base64.
-        bearer = f"user={username}\1auth=Bearer {token}\1\1"
-        self._hide(token, _b64(bearer))
-
-    def _hide(self, *words: str) -> None:
-        self._hidden.update(word for word in words if word)
-
-
-async def _handshake_works(endpoint: Endpoint, timeout: float) -> bool:
-    """Whether a TLS handshake completes on the endpoint's port."""
-    try:
-        connecting = asyncio.open_connection(
-            endpoint.host,
-            endpoint.port,
-            ssl=tls_context(endpoint),
-            server_hostname=endpoint.host,
-            ssl_handshake_timeout=timeout,
-        )
-        _, writer = await asyncio.wait_for(connecting, timeout)
-    except ssl.SSLCertVerificationError:
-        # The server spoke TLS; only our check of its certificate failed.
-        return True
-    except OSError:
-        return False
-
-    await _let_go(writer.transport)
-    return True
-
-
-async def _let_go(transport: asyncio.BaseTransport) -> None:
-    """Close a transport and wait, briefly, until its socket is released.
-
-    Closing TLS first sends close_notify and waits for the peer's (RFC 8446
-    6.1); a peer that never answers is cut off, so the wait stays bounded.
-    """
-    sock = transport.get_extra_info("socket")
-    transport.close()
-    for _ in range(_CLOSE_POLLS):
-        if sock is None or sock.fileno() == -1:
-            return
-        await asyncio.sleep(_CLOSE_POLL_SECONDS)
-
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
-    # abort() releases the socket on the loop's next turn.
-    await asyncio.sleep(0)
-
-
-def _auth_diagnosis(reply: Reply) -> str:
-    if reply.code < 500:
-        return f"the server could not check the credentials now ({reply}); try later"
-    return (
-        f"the server refused the credentials ({reply}); check the user name "
-        "and password, or the app password if the account uses two-step sign-in"
-    )
-
-
-def _recipient_diagnosis(sender: str, recipient: str, reply: Reply) -> str:
-    if _is_send_as_denied(reply):
-        return f"the server does not let this mailbox send as {sender} ({reply})"
-    return f"the server refused the recipient {recipient}: {reply}"
-
-
-def _is_send_as_denied(reply: Reply) -> bool:
-    if reply.enhanced in _SEND_AS_ENHANCED:
-        return True
-    text = reply.text.lower()
-    return any(words in text for words in _SEND_AS_WORDS)
+    def _no_mechanism(self, wanted: str) -> str:
+        secured = self.report.tls is not None
+        return no_mechanism(wanted, self.report.auth_mechanisms, secured)
 
 
 def _size_limit(value: str | None) -> int | None:
@@ -646,15 +425,3 @@ def _subject(der: bytes | None) -> str | None:
     if not der:
         return None
     return x509.load_der_x509_certificate(der).subject.rfc4514_string()
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, ssl.SSLError) and error.reason:
-        return str(error.reason)
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error) or type(error).__name__
