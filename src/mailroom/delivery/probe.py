@@ -45,7 +45,7 @@ from mailroom.delivery.transcript import (
     TranscriptLine,
     render_lines,
 )
-from mailroom.delivery.transport import Endpoint, TokenSource, tls_context
+from mailroom.delivery.transport import Endpoint, TokenSource, parse_size, tls_context
 from mailroom.errors import MailroomError
 from mailroom.secrets import PLACEHOLDER, Secret
 
@@ -373,7 +373,7 @@ class _Probe:
         self.report.extensions = {k.upper(): v for k, v in extensions.items()}
         methods = self.client.server_auth_methods
         self.report.auth_mechanisms = [m.upper() for m in methods]
-        self.report.size_limit = _size_limit(extensions.get("size"))
+        self.report.size_limit = parse_size(extensions.get("size"))
 
     def _note_tls(self) -> None:
         self._transport = self.client.transport
@@ -412,13 +412,6 @@ class _Probe:
     def _no_mechanism(self, wanted: str) -> str:
         secured = self.report.tls is not None
         return no_mechanism(wanted, self.report.auth_mechanisms, secured)
-
-
-def _size_limit(value: str | None) -> int | None:
-    # RFC 1870 4: SIZE without a number, or SIZE 0, means no fixed limit.
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value) or None
 
 
 def _subject(der: bytes | None) -> str | None:

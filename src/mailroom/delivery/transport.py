@@ -161,8 +161,7 @@ class SmtpSession:
 
     @property
     def size_limit(self) -> int | None:
-        value = self._client.esmtp_extensions.get("size", "")
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        return parse_size(self._client.esmtp_extensions.get("size"))
 
     @property
     def client(self) -> aiosmtplib.SMTP:
@@ -477,6 +476,16 @@ def _context_or_error(endpoint: Endpoint) -> ssl.SSLContext:
 
 def _mail_line(sender: str, options: list[str]) -> str:
     return " ".join([f"MAIL FROM:<{sender}>", *options])
+
+
+def parse_size(value: str | None) -> int | None:
+    """The limit an EHLO's SIZE keyword announces, if any.
+
+    RFC 1870 4: SIZE without a number, or SIZE 0, means no fixed limit.
+    """
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value) or None
 
 
 def _unexpected(reply: Reply) -> Reply:
