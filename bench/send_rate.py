@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import resource
 import shutil
@@ -29,10 +30,13 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
 
 from mailroom.campaigns.launch import CampaignRequest, launch, plan_campaign
 from mailroom.campaigns.template import MessageTemplate
@@ -138,24 +142,50 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bench_mailroom(port: int, rows: list[dict[str, str]], connections: int) -> Run:
+def bench_mailroom(
+    port: int,
+    rows: list[dict[str, str]],
+    connections: int,
+    postgresql: str | None = None,
+) -> Run:
     """Delivery of an accepted campaign, every outcome committed."""
     home = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
-    mr = Mailroom.init(Settings(home, f"sqlite:///{home / 'mailroom.db'}"))
     try:
-        _queue_campaign(mr, home, port, rows, connections)
-        engine = mr.delivery(EngineOptions(batch=200))
-        run = timed(
-            len(rows),
-            lambda: asyncio.run(engine.run(until_idle=True)),
-            time.process_time,
-        )
-        unsent = mr.outbox.count_unsettled()
+        with _database(home, postgresql) as url:
+            mr = Mailroom.init(Settings(home, url))
+            try:
+                _queue_campaign(mr, home, port, rows, connections)
+                engine = mr.delivery(EngineOptions(batch=200))
+                run = timed(
+                    len(rows),
+                    lambda: asyncio.run(engine.run(until_idle=True)),
+                    time.process_time,
+                )
+                unsent = mr.outbox.count_unsettled()
+            finally:
+                mr.close()
     finally:
-        mr.close()
         shutil.rmtree(home)
     assert unsent == 0, f"{unsent} messages were not delivered"
     return run
+
+
+@contextlib.contextmanager
+def _database(home: Path, postgresql: str | None) -> Iterator[str]:
+    """SQLite in ``home``; or a schema of its own in that PostgreSQL database."""
+    if postgresql is None:
+        yield f"sqlite:///{home / 'mailroom.db'}"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgresql)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{postgresql}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 def _queue_campaign(
@@ -196,6 +226,12 @@ def main() -> None:
         help="the channel's connections, one mailroom contender each",
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--postgresql",
+        metavar="URL",
+        help="a PostgreSQL database for the mailroom contenders (each run gets "
+        "a schema of its own), instead of SQLite",
+    )
     args = parser.parse_args()
 
     port = free_port()
@@ -207,11 +243,13 @@ def main() -> None:
         "smtp-source, 1 connection (-d)": lambda: bench_smtp_source(
             port, args.messages, reuse=True
         ),
-        "mailroom worker, 1 connection": lambda: bench_mailroom(port, rows, 1),
     }
-    for count in args.connections:
-        name = f"mailroom worker, {count} connections"
-        contenders[name] = functools.partial(bench_mailroom, port, rows, count)
+    for count in [1, *args.connections]:
+        plural = "s" if count > 1 else ""
+        name = f"mailroom worker, {count} connection{plural}"
+        contenders[name] = functools.partial(
+            bench_mailroom, port, rows, count, args.postgresql
+        )
     results: dict[str, list[Run]] = {name: [] for name in contenders}
     try:
         # Interleaved rounds: a slow moment of the machine hits every
@@ -227,9 +265,10 @@ def main() -> None:
 
 def report(args: argparse.Namespace, results: dict[str, list[Run]]) -> None:
     baseline = statistics.median(r.rate for r in next(iter(results.values())))
+    database = "PostgreSQL" if args.postgresql else "SQLite"
     print(
         f"{args.messages} messages of ~2 KB to smtp-sink on loopback, "
-        f"{args.rounds} interleaved rounds, medians"
+        f"{args.rounds} interleaved rounds, medians; mailroom on {database}"
     )
     print(f"{'contender':<42} {'msg/s':>8} {'x smtplib':>10} {'CPU us/msg':>11}")
     for name, runs in results.items():
