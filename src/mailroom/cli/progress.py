@@ -33,7 +33,8 @@ class DeliveryProgress:
         self.watch = watch
         self.counts: Counter[str] = Counter()
         self.started = time.monotonic()
-        self._last_line = 0.0
+        # The first line comes a period in, when the rate means something.
+        self._last_line = self.started
         # The settled count of the last plain line, so the closing line is
         # printed only when it says something new.
         self._shown = -1
