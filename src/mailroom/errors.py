@@ -11,9 +11,16 @@
 No error text ever contains a secret: secrets are ``Secret`` values whose ``str``
 is a placeholder, and lower-layer errors are wrapped once with a message written
 here rather than passed through.
+
+A message may be a ``Text`` (see ``mailroom.i18n``): the error is then made in
+no particular language and speaks the current one when ``str()`` renders it.
+``NotFoundError`` and ``RoutingError`` take one ``Text``; ``InputError`` keeps
+its parts and puts them together when shown.
 """
 
 from __future__ import annotations
+
+from mailroom.i18n import Text
 
 
 class MailroomError(Exception):
@@ -23,14 +30,19 @@ class MailroomError(Exception):
 class InputError(MailroomError, ValueError):
     """Bad input: names the field at fault and how to fix it."""
 
-    def __init__(self, field: str, problem: str, fix: str = "") -> None:
+    def __init__(self, field: str, problem: str | Text, fix: str | Text = "") -> None:
+        super().__init__(field, problem, fix)
         self.field = field
         self.problem = problem
         self.fix = fix
-        text = f"{field}: {problem}"
+
+    def __str__(self) -> str:
+        # Rendered when shown, so the language is the one current then.
+        text = f"{self.field}: {self.problem}"
+        fix = str(self.fix)
         if fix:
             text += f" ({fix})"
-        super().__init__(text)
+        return text
 
 
 class NotFoundError(MailroomError, LookupError):

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import mailroom
 from mailroom import i18n
 from mailroom.cli.app import app
+from mailroom.errors import InputError
 
 PACKAGE = Path(mailroom.__file__).parent
 LANG_VARIABLES = ("MAILROOM_LANG", "LANGUAGE", "LC_ALL", "LANG")
@@ -130,3 +131,50 @@ def test_cli_speaks_japanese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert result.exit_code == 0, result.output
     assert "を初期化しました" in result.output
     assert "秘密鍵:" in result.output
+
+
+def test_text_is_translated_when_shown_not_when_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = i18n.Text("updated channel {name}", name="sales")
+
+    monkeypatch.setenv("MAILROOM_LANG", "ja")
+    assert str(text) == "チャネル sales を更新しました"
+    monkeypatch.setenv("MAILROOM_LANG", "en")
+    assert str(text) == "updated channel sales"
+
+
+def test_a_text_parameter_is_shown_in_the_same_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inner = i18n.Text("updated channel {name}", name="sales")
+    outer = i18n.Text("error: {error}", error=inner)
+    monkeypatch.setenv("MAILROOM_LANG", "ja")
+
+    assert str(outer) == "エラー: チャネル sales を更新しました"
+    assert i18n.english(outer) == "error: updated channel sales"
+
+
+def test_speaking_overrides_the_environment_for_a_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAILROOM_LANG", "en")
+
+    with i18n.speaking("ja"):
+        assert i18n.language() == "ja"
+        assert i18n._("the outbox is empty") == "送信トレイは空です"
+    with i18n.speaking("fr"):
+        assert i18n.language() == "en"
+    assert i18n.language() == "en"
+
+
+def test_input_error_keeps_its_english_form() -> None:
+    error = InputError("to", "no recipients", "pass at least one --to address")
+
+    assert str(error) == "to: no recipients (pass at least one --to address)"
+    assert str(InputError("name", "is empty")) == "name: is empty"
+    assert (error.field, error.problem, error.fix) == (
+        "to",
+        "no recipients",
+        "pass at least one --to address",
+    )

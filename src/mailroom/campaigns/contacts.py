@@ -17,6 +17,7 @@ from typing import Final
 
 from mailroom.addresses import address_key, parse_address
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 
 _EMAIL: Final = "email"
 _BYTES_NAME: Final = "contacts"
@@ -37,7 +38,7 @@ class RowProblem:
 
     line: int
     field: str
-    problem: str
+    problem: str | Text
 
 
 @dataclass
