@@ -20,6 +20,7 @@ import idna
 from email_validator import EmailNotValidError, validate_email
 
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 
 # C0 controls and DEL; RFC 5322 3.2.3 has no room for them in a phrase or an
 # addr-spec, and RFC 6532 3.2 does not add any.
@@ -29,7 +30,7 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 # not allowed anywhere in a message (RFC 5322 3.5).
 _HEADER_BREAKERS: Final = re.compile(r"[\r\n\x00]")
 
-_ADDRESS_FIX: Final = "write it as name@example.com or Name <name@example.com>"
+_ADDRESS_FIX: Final = Text("write it as name@example.com or Name <name@example.com>")
 
 # Parses a mailbox the way a received header would be read (RFC 5322 3.4),
 # decoding RFC 2047 encoded words in the display name.
@@ -72,6 +73,7 @@ def parse_address(text: str, field: str) -> Address:
     try:
         valid = validate_email(spec, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
+        # email-validator's own words, in English: it has no Japanese.
         raise InputError(field, str(exc), _ADDRESS_FIX) from exc
 
     return Address(f"{valid.local_part}@{valid.ascii_domain}", name)
@@ -85,8 +87,8 @@ def check_header_value(field: str, value: str) -> str:
     """
     found = _HEADER_BREAKERS.search(value)
     if found is not None:
-        problem = f"contains a line break or NUL ({found.group()!r})"
-        raise InputError(field, problem, "put the value on one line")
+        problem = Text("contains a line break or NUL ({found!r})", found=found.group())
+        raise InputError(field, problem, Text("put the value on one line"))
     return value
 
 
@@ -123,15 +125,17 @@ def ascii_domain(domain: str) -> str:
     try:
         return idna.encode(domain, uts46=True).decode("ascii").lower()
     except idna.IDNAError as exc:
-        fix = "check the domain's spelling"
-        raise InputError("domain", f"not a valid domain name: {exc}", fix) from exc
+        problem = Text("not a valid domain name: {reason}", reason=str(exc))
+        fix = Text("check the domain's spelling")
+        raise InputError("domain", problem, fix) from exc
 
 
 def _refuse_controls(field: str, text: str) -> None:
     found = _CONTROL.search(text)
     if found is not None:
-        problem = f"contains a control character ({found.group()!r})"
-        raise InputError(field, problem, "remove line breaks and control characters")
+        problem = Text("contains a control character ({found!r})", found=found.group())
+        fix = Text("remove line breaks and control characters")
+        raise InputError(field, problem, fix)
 
 
 def _split_mailbox(field: str, text: str) -> tuple[str, str]:
@@ -144,10 +148,12 @@ def _split_mailbox(field: str, text: str) -> tuple[str, str]:
         parsed = _REGISTRY("to", text)
         addresses = cast(AddressHeader, parsed).addresses
     except ValueError as exc:
-        raise InputError(field, f"not an email address: {exc}", _ADDRESS_FIX) from None
+        problem = Text("not an email address: {reason}", reason=str(exc))
+        raise InputError(field, problem, _ADDRESS_FIX) from None
     broken = any(isinstance(d, InvalidHeaderDefect) for d in parsed.defects)
     if broken or len(addresses) != 1:
-        raise InputError(field, f"not a single email address: {text!r}", _ADDRESS_FIX)
+        problem = Text("not a single email address: {text!r}", text=text)
+        raise InputError(field, problem, _ADDRESS_FIX)
 
     mailbox = addresses[0]
     # An encoded word (RFC 2047) can smuggle in what the raw text did not show.

@@ -18,6 +18,7 @@ from mailroom.delivery.engine import Engine, EngineOptions, Progress, TokenSourc
 from mailroom.delivery.probe import ProbeReport
 from mailroom.delivery.replies import ReplyClass, classify
 from mailroom.errors import InputError, MailroomError
+from mailroom.i18n import Text
 from mailroom.secrets import create_key_file, load_cipher
 from mailroom.store.database import is_initialised, open_engine, upgrade
 from mailroom.store.outbox import Outbox
@@ -47,8 +48,8 @@ def _refuse_missing_sqlite_file(settings: Settings) -> None:
     except ArgumentError:
         raise InputError(
             "database_url",
-            "is not a database URL",
-            "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+            Text("is not a database URL"),
+            Text("use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"),
         ) from None
     if url.get_backend_name() != "sqlite" or not url.database:
         return

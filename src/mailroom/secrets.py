@@ -19,6 +19,7 @@ from typing import Final
 from cryptography.fernet import Fernet, InvalidToken
 
 from mailroom.errors import InputError, MailroomError
+from mailroom.i18n import Text
 
 PLACEHOLDER: Final = "********"
 KEY_ENV: Final = "MAILROOM_SECRET_KEY"
@@ -64,7 +65,9 @@ class Cipher:
             self._fernet = Fernet(key)
         except ValueError as exc:
             raise InputError(
-                KEY_ENV, "is not a valid key", "generate one with `mailroom init`"
+                KEY_ENV,
+                Text("is not a valid key"),
+                Text("generate one with `mailroom init`"),
             ) from exc
 
     def seal(self, secret: Secret) -> bytes:

@@ -16,6 +16,7 @@ from mailroom.channels.routing import choose_channel
 from mailroom.compose.message import make_message_id
 from mailroom.core import Mailroom
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 from mailroom.store.records import NewMessage
 from mailroom.store.states import MessageState
 from mailroom.teams import Team
@@ -66,7 +67,9 @@ def submit(mr: Mailroom, team: Team, request: OneOff) -> Accepted:
     cc = [parse_address(a, "cc") for a in request.cc]
     bcc = [parse_address(a, "bcc") for a in request.bcc]
     if not (to or cc or bcc):
-        raise InputError("to", "no recipients", "pass at least one --to address")
+        raise InputError(
+            "to", Text("no recipients"), Text("pass at least one --to address")
+        )
 
     suppressed = mr.teams.suppressed(team.id)
     envelope = _envelope(to, cc, bcc, suppressed)
@@ -76,8 +79,8 @@ def submit(mr: Mailroom, team: Team, request: OneOff) -> Accepted:
     if not envelope:
         raise InputError(
             "to",
-            "every recipient is on the team's suppression list",
-            "remove them from the suppression list if they asked to hear again",
+            Text("every recipient is on the team's suppression list"),
+            Text("remove them from the suppression list if they asked to hear again"),
         )
 
     content = draft_content(
@@ -128,7 +131,7 @@ def draft_content(
     """The stored form of a message: what ``render_message`` builds from."""
     check_header_value("subject", subject)
     if text is None and html is None:
-        raise InputError("body", "is empty", "pass --text or --html")
+        raise InputError("body", Text("is empty"), Text("pass --text or --html"))
     return {
         "from_name": sender.display_name,
         "to": [[a.display_name, a.addr_spec] for a in to],

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, delete, insert, select
 
 from mailroom.clock import Clock
 from mailroom.errors import InputError, NotFoundError
+from mailroom.i18n import Text
 from mailroom.store import schema as t
 from mailroom.store.database import new_id
 
@@ -25,14 +26,20 @@ class Team:
         if address in self.members:
             return
         domain = address.rpartition("@")[2]
-        fix = "add the address with `mailroom team add-member`"
+        fix = Text("add the address with `mailroom team add-member`")
         if domain not in self.domains:
-            fix = (
-                f"{domain} is not one of the team's sending domains either: add "
+            fix = Text(
+                "{domain} is not one of the team's sending domains either: add "
                 "it with `mailroom team add-domain`, then the address with "
-                "`mailroom team add-member`"
+                "`mailroom team add-member`",
+                domain=domain,
             )
-        raise InputError(field, f"{address} is not a member of team {self.name!r}", fix)
+        problem = Text(
+            "{address} is not a member of team {team!r}",
+            address=address,
+            team=self.name,
+        )
+        raise InputError(field, problem, fix)
 
 
 class Teams:
@@ -42,9 +49,13 @@ class Teams:
 
     def add(self, name: str, domains: list[str], members: list[str]) -> Team:
         if not name.strip():
-            raise InputError("name", "is empty", "give the team a name")
+            raise InputError("name", Text("is empty"), Text("give the team a name"))
         if self._find_id(name) is not None:
-            raise InputError("name", f"team {name!r} exists", "choose another name")
+            raise InputError(
+                "name",
+                Text("team {name!r} exists", name=name),
+                Text("choose another name"),
+            )
         with self.engine.begin() as conn:
             result = conn.execute(
                 insert(t.teams).values(name=name, created_at=self.clock.now())
@@ -69,14 +80,16 @@ class Teams:
     def get(self, name: str) -> Team:
         team_id = self._find_id(name)
         if team_id is None:
-            raise NotFoundError(f"no team named {name!r}; add it with `team add`")
+            raise NotFoundError(
+                Text("no team named {name!r}; add it with `team add`", name=name)
+            )
         return self._load(team_id, name)
 
     def by_id(self, team_id: int) -> Team:
         with self.engine.connect() as conn:
             name = conn.scalar(select(t.teams.c.name).where(t.teams.c.id == team_id))
         if name is None:
-            raise NotFoundError(f"no team with id {team_id}")
+            raise NotFoundError(Text("no team with id {id}", id=team_id))
         return self._load(team_id, name)
 
     def only(self) -> Team | None:

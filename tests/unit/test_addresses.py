@@ -69,8 +69,8 @@ def test_control_characters_are_refused(text: str) -> None:
         parse_address(text, "reply_to")
 
     assert caught.value.field == "reply_to"
-    assert "control character" in caught.value.problem
-    assert caught.value.fix
+    assert "control character" in str(caught.value.problem)
+    assert str(caught.value.fix)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_invalid_addresses_are_refused(text: str) -> None:
         parse_address(text, "to")
 
     assert caught.value.field == "to"
-    assert "example.com" in caught.value.fix
+    assert "example.com" in str(caught.value.fix)
 
 
 def test_smtputf8_is_needed_for_non_ascii_local_part_only() -> None:

@@ -15,6 +15,11 @@ def csv_bytes(*lines: str, bom: bool = False) -> bytes:
     return b"\xef\xbb\xbf" + data if bom else data
 
 
+def shown(problems: list[RowProblem]) -> list[tuple[int, str, str]]:
+    """Row problems as a person reads them (their text is rendered lazily)."""
+    return [(p.line, p.field, str(p.problem)) for p in problems]
+
+
 def test_rows_become_contacts_with_fields() -> None:
     result = load_contacts(
         csv_bytes("Email, First Name ,Company", "ann@example.com,Ann, Acme ")
@@ -49,13 +54,13 @@ def test_other_encodings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_contacts(path)
     assert caught.value.field == str(path)
-    assert caught.value.fix == "save as UTF-8"
+    assert str(caught.value.fix) == "save as UTF-8"
 
 
 def test_utf16_is_refused() -> None:
     with pytest.raises(InputError) as caught:
         load_contacts("email\na@example.com\n".encode("utf-16"))
-    assert caught.value.fix == "save as UTF-8"
+    assert str(caught.value.fix) == "save as UTF-8"
 
 
 def test_missing_email_column_is_named() -> None:
@@ -67,7 +72,7 @@ def test_missing_email_column_is_named() -> None:
 def test_repeated_column_is_refused() -> None:
     with pytest.raises(InputError) as caught:
         load_contacts(csv_bytes("email,name,name", "a@example.com,A,B"))
-    assert "name" in caught.value.problem
+    assert "name" in str(caught.value.problem)
 
 
 def test_line_numbers_count_physical_lines() -> None:
@@ -94,7 +99,7 @@ def test_bad_address_reason_comes_from_the_validator() -> None:
 
     assert [p.line for p in result.problems] == [2, 3]
     assert all(p.field == "email" for p in result.problems)
-    assert "after the @-sign" in result.problems[0].problem
+    assert "after the @-sign" in str(result.problems[0].problem)
     assert result.contacts == []
 
 
@@ -104,10 +109,10 @@ def test_required_fields_must_be_filled() -> None:
         required={"first", "city", "email"},
     )
 
-    assert result.problems == [
-        RowProblem(2, "city", "required field is empty"),
+    assert shown(result.problems) == [
+        (2, "city", "required field is empty"),
         # A row that ends early is told so, not blamed for each field it lacks.
-        RowProblem(3, "columns", "1 cell but the header has 3"),
+        (3, "columns", "1 cell but the header has 3"),
     ]
     assert result.contacts == []
 
@@ -119,15 +124,15 @@ def test_a_field_no_column_holds_is_one_error_naming_the_columns() -> None:
         )
 
     assert caught.value.field == "template"
-    assert "{{ firstname }}" in caught.value.problem
-    assert "email, first_name" in caught.value.fix
+    assert "{{ firstname }}" in str(caught.value.problem)
+    assert "email, first_name" in str(caught.value.fix)
 
 
 def test_a_semicolon_separated_file_gets_a_hint() -> None:
     with pytest.raises(InputError) as caught:
         load_contacts(csv_bytes("email;first_name", "a@example.com;Ann"))
 
-    assert "semicolons" in caught.value.fix
+    assert "semicolons" in str(caught.value.fix)
 
 
 def test_duplicates_are_counted_and_the_first_kept() -> None:
@@ -154,9 +159,7 @@ def test_shifted_row_is_reported() -> None:
         csv_bytes("email,name", "a@example.com,Lee, Ann", "b@example.com,Bo,,")
     )
 
-    assert result.problems == [
-        RowProblem(2, "columns", "3 cells but the header has 2"),
-    ]
+    assert shown(result.problems) == [(2, "columns", "3 cells but the header has 2")]
     assert [c.email for c in result.contacts] == ["b@example.com"]
 
 

@@ -59,7 +59,7 @@ def test_syntax_error_names_part_and_line(
         MessageTemplate(*parts)
 
     assert caught.value.field == field
-    assert f"line {line}" in caught.value.problem
+    assert f"line {line}" in str(caught.value.problem)
 
 
 def test_missing_field_is_an_error_naming_the_part() -> None:
@@ -68,7 +68,7 @@ def test_missing_field_is_an_error_naming_the_part() -> None:
     with pytest.raises(InputError) as caught:
         template.render({"name": "Ann"})
     assert caught.value.field == "text"
-    assert "nmae" in caught.value.problem
+    assert "nmae" in str(caught.value.problem)
 
 
 @pytest.mark.parametrize("value", ["Hi\r\nBcc: eve@example.com", "two\nlines"])
@@ -105,7 +105,7 @@ def test_unsafe_attribute_reports_unsafe() -> None:
 
     with pytest.raises(InputError) as caught:
         template.render({})
-    assert "unsafe" in caught.value.problem
+    assert "unsafe" in str(caught.value.problem)
 
 
 @pytest.mark.parametrize(

@@ -97,8 +97,12 @@ def _read_text(source: Path | str | bytes) -> tuple[str, str]:
     try:
         return name, data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        problem = f"is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        raise InputError(name, problem, "save as UTF-8") from exc
+        problem = Text(
+            "is not UTF-8 (byte 0x{byte:02x} at offset {offset})",
+            byte=data[exc.start],
+            offset=exc.start,
+        )
+        raise InputError(name, problem, Text("save as UTF-8")) from exc
 
 
 class _LineCounter:
@@ -127,24 +131,31 @@ def _numbered_rows(text: str, name: str) -> Iterator[tuple[int, list[str]]]:
                 yield start, cells
             start = lines.count + 1
     except csv.Error as exc:
-        problem = f"line {start} is not valid CSV: {exc}"
-        raise InputError(name, problem, "save the file again as CSV") from exc
+        # The csv module's own words stay as it wrote them.
+        problem = Text(
+            "line {line} is not valid CSV: {reason}", line=start, reason=str(exc)
+        )
+        raise InputError(name, problem, Text("save the file again as CSV")) from exc
 
 
 def _columns(header: list[str], name: str) -> list[str]:
     columns = [cell.strip() for cell in header]
     lowered = [column.lower() for column in columns]
     if _EMAIL not in lowered:
-        problem = f"{name} has no '{_EMAIL}' column"
-        fix = "name the address column 'email'"
+        problem = Text("{name} has no '{column}' column", name=name, column=_EMAIL)
+        fix = Text("name the address column 'email'")
         if len(columns) == 1 and ";" in columns[0]:
-            fix = "separate the columns with commas, not semicolons"
+            fix = Text("separate the columns with commas, not semicolons")
         raise InputError(_EMAIL, problem, fix)
 
     repeated = {c for c in columns if c and columns.count(c) > 1}
     if repeated or lowered.count(_EMAIL) > 1:
-        problem = f"{name} repeats the column {sorted(repeated) or [_EMAIL]}"
-        raise InputError(name, problem, "give every column its own name")
+        problem = Text(
+            "{name} repeats the column {columns}",
+            name=name,
+            columns=sorted(repeated) or [_EMAIL],
+        )
+        raise InputError(name, problem, Text("give every column its own name"))
     return columns
 
 
@@ -156,8 +167,8 @@ def _check_fields(required: set[str], columns: list[str], name: str) -> None:
         uses = ", ".join("{{ " + field + " }}" for field in missing)
         raise InputError(
             "template",
-            f"uses {uses} but {name} has no such column",
-            f"the columns are: {', '.join(columns)}",
+            Text("uses {fields} but {name} has no such column", fields=uses, name=name),
+            Text("the columns are: {columns}", columns=", ".join(columns)),
         )
 
 
@@ -211,8 +222,14 @@ def _extra_cells(row: _RowInput) -> list[RowProblem]:
 
 
 def _cell_count(row: _RowInput) -> RowProblem:
-    cells = f"{len(row.cells)} cell" + ("" if len(row.cells) == 1 else "s")
-    problem = f"{cells} but the header has {len(row.columns)}"
+    if len(row.cells) == 1:
+        problem = Text("1 cell but the header has {columns}", columns=len(row.columns))
+    else:
+        problem = Text(
+            "{cells} cells but the header has {columns}",
+            cells=len(row.cells),
+            columns=len(row.columns),
+        )
     return RowProblem(row.line, "columns", problem)
 
 
@@ -223,4 +240,5 @@ def _missing_fields(row: _RowInput, values: dict[str, str]) -> list[RowProblem]:
         # rather than blame the fields that were never there.
         return [_cell_count(row)]
     missing = sorted(f for f in required if not values[f].strip())
-    return [RowProblem(row.line, f, "required field is empty") for f in missing]
+    empty = Text("required field is empty")
+    return [RowProblem(row.line, f, empty) for f in missing]

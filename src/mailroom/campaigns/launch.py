@@ -26,6 +26,7 @@ from mailroom.channels.model import Channel
 from mailroom.core import Mailroom
 from mailroom.delivery.limits import RateLimiter, split_recipients
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 from mailroom.sending import draft_content, new_message, route
 from mailroom.store import schema as t
 from mailroom.store.database import new_id
@@ -137,7 +138,9 @@ def _is_cjk(text: str) -> bool:
 def launch(mr: Mailroom, plan: CampaignPlan) -> Launched:
     """Commit the campaign and every message of it in one transaction."""
     if not plan.renders:
-        raise InputError("contacts", "no row can be sent", "fix the rows listed")
+        raise InputError(
+            "contacts", Text("no row can be sent"), Text("fix the rows listed")
+        )
     campaign_id = _create_campaign(mr, plan)
     messages = [
         new_message(

@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from mailroom.addresses import check_header_value
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 
 # The sandbox bounds range() but not repetition; "x" * 10**9 would still
 # exhaust memory, so results of * and ** are capped.
@@ -149,8 +150,17 @@ class MessageTemplate:
         try:
             tree = env.parse(source)
         except TemplateSyntaxError as exc:
-            problem = f"template error on line {exc.lineno}: {exc.message}"
-            fix = "check the {{ }} and {% %} tags"
+            # Jinja2's own words (exc.message) stay as Jinja2 wrote them.
+            problem = Text(
+                "template error on line {line}: {message}",
+                line=exc.lineno,
+                message=exc.message,
+            )
+            fix = Text(
+                "check the {variable} and {statement} tags",
+                variable="{{ }}",
+                statement="{% %}",
+            )
             raise InputError(part, problem, fix) from exc
 
         self._trees[part] = tree
@@ -163,13 +173,17 @@ class MessageTemplate:
         try:
             return _render_bounded(template, fields)
         except UndefinedError as exc:
-            raise InputError(part, exc.message or "undefined", _UNDEFINED_FIX) from exc
+            problem = exc.message or Text("undefined")
+            raise InputError(part, problem, _UNDEFINED_FIX) from exc
         except SecurityError as exc:
-            problem = f"the template tried something unsafe: {exc.message}"
-            raise InputError(part, problem, "use only fields and filters") from exc
+            problem = Text(
+                "the template tried something unsafe: {message}", message=exc.message
+            )
+            fix = Text("use only fields and filters")
+            raise InputError(part, problem, fix) from exc
         except (TemplateError, ArithmeticError, TypeError, ValueError) as exc:
-            problem = f"the template failed: {exc}"
-            raise InputError(part, problem, "fix the expression") from exc
+            problem = Text("the template failed: {reason}", reason=str(exc))
+            raise InputError(part, problem, Text("fix the expression")) from exc
 
 
 def _render_bounded(template: Template, fields: dict[str, str]) -> str:
@@ -183,4 +197,4 @@ def _render_bounded(template: Template, fields: dict[str, str]) -> str:
     return "".join(pieces)
 
 
-_UNDEFINED_FIX: Final = "add the column to the contacts file or fix its name"
+_UNDEFINED_FIX: Final = Text("add the column to the contacts file or fix its name")

@@ -11,6 +11,7 @@ from typing import Final
 
 from mailroom.channels.model import Limits, Scope, Security
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,5 +135,7 @@ def get_preset(kind: str) -> Preset:
     except KeyError:
         choices = ", ".join(PRESETS)
         raise InputError(
-            "kind", f"unknown channel kind {kind!r}", f"use {choices}"
+            "kind",
+            Text("unknown channel kind {kind!r}", kind=kind),
+            Text("use {choices}", choices=choices),
         ) from None

@@ -14,6 +14,7 @@ from mailroom.channels.model import Channel, ChannelStatus, Limits, Scope, Secur
 from mailroom.channels.presets import get_preset
 from mailroom.clock import Clock
 from mailroom.errors import InputError, NotFoundError
+from mailroom.i18n import Text
 from mailroom.secrets import Cipher, Secret
 from mailroom.store import schema as t
 from mailroom.store.database import new_id
@@ -75,7 +76,7 @@ class ChannelRegistry:
                 select(t.channels).where(t.channels.c.id == channel_id)
             ).first()
         if row is None:
-            raise NotFoundError(f"no channel with id {channel_id}")
+            raise NotFoundError(Text("no channel with id {id}", id=channel_id))
         return self._channel(row)
 
     def find(self, team_id: int | None, name: str) -> Channel:
@@ -102,8 +103,11 @@ class ChannelRegistry:
         if not rows:
             raise NotFoundError(_no_channel(name))
         if len(rows) > 1:
-            problem = f"more than one team (or the platform) has a channel {name!r}"
-            fix = "pass --team to say whose, or --platform for the platform's"
+            problem = Text(
+                "more than one team (or the platform) has a channel {name!r}",
+                name=name,
+            )
+            fix = Text("pass --team to say whose, or --platform for the platform's")
             raise InputError("channel", problem, fix)
         return self._channel(rows[0])
 
@@ -172,9 +176,15 @@ class ChannelRegistry:
             if waiting:
                 raise InputError(
                     "channel",
-                    f"{channel.name!r} still has {waiting} message(s) to send",
-                    "cancel them with `mailroom message cancel` or "
-                    "`mailroom campaign cancel`, or let them go out first",
+                    Text(
+                        "{name!r} still has {count} message(s) to send",
+                        name=channel.name,
+                        count=waiting,
+                    ),
+                    Text(
+                        "cancel them with `mailroom message cancel` or "
+                        "`mailroom campaign cancel`, or let them go out first"
+                    ),
                 )
             if carried:
                 conn.execute(
@@ -259,7 +269,9 @@ class ChannelRegistry:
         except NotFoundError:
             return
         raise InputError(
-            "name", f"a channel named {channel.name!r} exists", "choose another name"
+            "name",
+            Text("a channel named {name!r} exists", name=channel.name),
+            Text("choose another name"),
         )
 
     def _row(self, channel: Channel) -> dict[str, Any]:
@@ -339,32 +351,38 @@ def _check_name(name: str) -> None:
     if not name or not set(name.lower()) <= NAME_CHARS or len(name) > 100:
         raise InputError(
             "name",
-            f"{name!r} is not a valid channel name",
-            "use letters, digits, '-', '_' or '.', at most 100 characters",
+            Text("{name!r} is not a valid channel name", name=name),
+            Text("use letters, digits, '-', '_' or '.', at most 100 characters"),
         )
 
 
 def _check_channel(channel: Channel) -> None:
     if not channel.host:
-        raise InputError("host", "is required for this kind", "pass --host")
+        raise InputError("host", Text("is required for this kind"), Text("pass --host"))
     if not 0 < channel.port < 65536:
-        raise InputError("port", f"{channel.port} is out of range", "use 1-65535")
+        raise InputError(
+            "port",
+            Text("{port} is out of range", port=channel.port),
+            Text("use 1-65535"),
+        )
     if channel.scope is Scope.personal and not channel.owner:
         raise InputError(
             "owner",
-            "a personal (mailbox) channel needs its owner's address",
-            "pass --owner you@example.com",
+            Text("a personal (mailbox) channel needs its owner's address"),
+            Text("pass --owner you@example.com"),
         )
     if channel.scope is Scope.team and not channel.domains:
         raise InputError(
             "domains",
-            "a team channel needs the domains it may send from",
-            "pass --domain example.com",
+            Text("a team channel needs the domains it may send from"),
+            Text("pass --domain example.com"),
         )
     _check_limits(channel.limits)
     _check_ca_bundle(channel.ca_bundle)
     if channel.connections < 1:
-        raise InputError("connections", "must be at least 1", "pass --connections 1")
+        raise InputError(
+            "connections", Text("must be at least 1"), Text("pass --connections 1")
+        )
 
 
 def _check_limits(limits: Limits) -> None:
@@ -373,13 +391,15 @@ def _check_limits(limits: Limits) -> None:
         if value is not None and not 1 <= value <= 1_000_000_000:
             raise InputError(
                 name,
-                "must be a whole number from 1 to 1,000,000,000",
-                "or leave it unset",
+                Text("must be a whole number from 1 to 1,000,000,000"),
+                Text("or leave it unset"),
             )
     gap = limits.min_interval
     if gap is not None and not (math.isfinite(gap) and 0 <= gap <= 86_400):
         raise InputError(
-            "min_interval", f"{gap} is not a number of seconds", "use 0 to 86400"
+            "min_interval",
+            Text("{gap} is not a number of seconds", gap=gap),
+            Text("use 0 to 86400"),
         )
 
 
@@ -388,8 +408,11 @@ def _check_domains(channel: Channel, team_domains: set[str]) -> None:
     if foreign:
         raise InputError(
             "domains",
-            f"{', '.join(foreign)} is not a sending domain of this team",
-            "add it first with `mailroom team add-domain`",
+            Text(
+                "{domains} is not a sending domain of this team",
+                domains=", ".join(foreign),
+            ),
+            Text("add it first with `mailroom team add-domain`"),
         )
 
 
@@ -397,8 +420,8 @@ def _check_owner(channel: Channel, members: set[str]) -> None:
     if channel.scope is Scope.personal and channel.owner not in members:
         raise InputError(
             "owner",
-            f"{channel.owner} is not a member of this team",
-            "add the mailbox's owner with `mailroom team add-member`",
+            Text("{owner} is not a member of this team", owner=channel.owner),
+            Text("add the mailbox's owner with `mailroom team add-member`"),
         )
 
 
@@ -409,15 +432,23 @@ def _check_ca_bundle(path: str | None) -> None:
         ssl.create_default_context(cafile=path)
     except FileNotFoundError:
         raise InputError(
-            "ca_bundle", f"{path} does not exist", "give a PEM file"
+            "ca_bundle",
+            Text("{path} does not exist", path=path),
+            Text("give a PEM file"),
         ) from None
     except (ssl.SSLError, OSError) as exc:
         raise InputError(
             "ca_bundle",
-            f"{path} holds no usable certificate ({exc})",
-            "give a PEM file",
+            Text(
+                "{path} holds no usable certificate ({reason})",
+                path=path,
+                reason=str(exc),
+            ),
+            Text("give a PEM file"),
         ) from None
 
 
-def _no_channel(name: str) -> str:
-    return f"no channel named {name!r}; `mailroom channel list` shows them"
+def _no_channel(name: str) -> Text:
+    return Text(
+        "no channel named {name!r}; `mailroom channel list` shows them", name=name
+    )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from mailroom.channels.model import Channel, Scope
 from mailroom.errors import RoutingError, SenderNotAllowedError
+from mailroom.i18n import Text
 
 
 def choose_channel(
@@ -34,8 +35,11 @@ def choose_channel(
             return channel
 
     raise RoutingError(
-        f"no channel may send as {sender}: add a team channel for its domain, "
-        "a personal channel for this mailbox, or a platform default relay"
+        Text(
+            "no channel may send as {sender}: add a team channel for its domain, "
+            "a personal channel for this mailbox, or a platform default relay",
+            sender=sender,
+        )
     )
 
 
@@ -43,24 +47,33 @@ def check_sender(channel: Channel, sender: str, member: str) -> None:
     """Refuse a sender the channel's scope forbids (Office 365: SendAsDenied)."""
     if channel.scope is Scope.personal and member != (channel.owner or ""):
         raise SenderNotAllowedError(
-            f"channel {channel.name!r} is {channel.owner}'s own mailbox; "
-            f"{member} may not use it"
+            Text(
+                "channel {name!r} is {owner}'s own mailbox; {member} may not use it",
+                name=channel.name,
+                owner=channel.owner,
+                member=member,
+            )
         )
     if not channel.may_send_as(sender):
         raise SenderNotAllowedError(_refusal(channel, sender))
 
 
-def _refusal(channel: Channel, sender: str) -> str:
+def _refusal(channel: Channel, sender: str) -> Text:
     if channel.scope is Scope.personal:
         allowed = ", ".join([channel.owner or "", *channel.aliases])
-        return (
-            f"channel {channel.name!r} is a mailbox channel; it may send only as "
-            f"{allowed} (the server would refuse {sender} with SendAsDenied); "
-            "add the address as an alias if the mailbox owns it"
+        return Text(
+            "channel {name!r} is a mailbox channel; it may send only as "
+            "{allowed} (the server would refuse {sender} with SendAsDenied); "
+            "add the address as an alias if the mailbox owns it",
+            name=channel.name,
+            allowed=allowed,
+            sender=sender,
         )
-    return (
-        f"channel {channel.name!r} sends only from "
-        f"{', '.join(channel.domains)}, not from {sender}"
+    return Text(
+        "channel {name!r} sends only from {domains}, not from {sender}",
+        name=channel.name,
+        domains=", ".join(channel.domains),
+        sender=sender,
     )
 
 
@@ -72,7 +85,11 @@ def _requested(
             check_sender(channel, sender, member)
             return channel
     raise RoutingError(
-        f"no channel named {name!r} for this team; `mailroom channel list` shows them"
+        Text(
+            "no channel named {name!r} for this team; "
+            "`mailroom channel list` shows them",
+            name=name,
+        )
     )
 
 

@@ -33,6 +33,7 @@ from mailroom.addresses import (
 from mailroom.clock import utcnow
 from mailroom.compose.html_text import html_to_text
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 
 # RFC 5322 2.1.1: a line SHOULD be at most 78 characters and MUST be at most
 # 998, both without the CRLF.
@@ -134,7 +135,9 @@ def _head(draft: Draft, smtputf8: bool) -> bytes:
 
 def _texts(draft: Draft) -> tuple[str, str | None]:
     if draft.text is None and draft.html is None:
-        raise InputError("text", "the message has no body", "give a text or HTML body")
+        raise InputError(
+            "text", Text("the message has no body"), Text("give a text or HTML body")
+        )
 
     # RFC 2046 5.1.4: the alternative to HTML is a plain rendering of it.
     text = draft.text if draft.text is not None else html_to_text(draft.html or "")
@@ -148,7 +151,9 @@ def _date(value: datetime | None) -> str:
     if value is None:
         return _date_for_second(int(utcnow().timestamp()))
     if value.tzinfo is None:
-        raise InputError("date", "has no time zone", "use an aware datetime")
+        raise InputError(
+            "date", Text("has no time zone"), Text("use an aware datetime")
+        )
     # RFC 5322 3.3 counts whole seconds; a campaign's messages share a few.
     return _date_text(value.replace(microsecond=0))
 
@@ -168,8 +173,9 @@ def _message_id(draft: Draft) -> str:
     if not draft.message_id:
         return make_message_id(draft.sender.domain)
     if not _MSG_ID.fullmatch(draft.message_id):
-        fix = "use the form <unique@example.com>"
-        raise InputError("message_id", f"not a msg-id: {draft.message_id!r}", fix)
+        problem = Text("not a msg-id: {value!r}", value=draft.message_id)
+        fix = Text("use the form <unique@example.com>")
+        raise InputError("message_id", problem, fix)
     return draft.message_id
 
 
@@ -181,11 +187,15 @@ def _extra_headers(headers: dict[str, str], smtputf8: bool) -> Iterable[str]:
 
 def _check_field_name(name: str) -> None:
     if not _FIELD_NAME.fullmatch(name) or len(name) > _NAME_LIMIT:
-        fix = f"use printable ASCII without ':' and at most {_NAME_LIMIT} characters"
-        raise InputError("headers", f"not a header name: {name!r}", fix)
+        fix = Text(
+            "use printable ASCII without ':' and at most {limit} characters",
+            limit=_NAME_LIMIT,
+        )
+        raise InputError("headers", Text("not a header name: {name!r}", name=name), fix)
     if name.lower() in _OWN_HEADERS:
-        fix = "set it through the draft's own attribute"
-        raise InputError("headers", f"{name} is written by mailroom itself", fix)
+        problem = Text("{name} is written by mailroom itself", name=name)
+        fix = Text("set it through the draft's own attribute")
+        raise InputError("headers", problem, fix)
 
 
 def _text_header(name: str, value: str, smtputf8: bool) -> str:
@@ -206,7 +216,9 @@ def _text_header(name: str, value: str, smtputf8: bool) -> str:
 def _address_header(name: str, mailboxes: Sequence[Address], smtputf8: bool) -> str:
     """An address list (RFC 5322 3.4), one mailbox after another."""
     if not mailboxes:
-        raise InputError(name.lower(), "has no address", "give at least one address")
+        raise InputError(
+            name.lower(), Text("has no address"), Text("give at least one address")
+        )
 
     words: list[str] = []
     for mailbox in mailboxes:
@@ -228,12 +240,13 @@ def _mailbox_words(mailbox: Address, smtputf8: bool, field: str) -> tuple[str, .
 def _addr_spec(mailbox: Address, smtputf8: bool, field: str) -> str:
     spec = f"{mailbox.local_part}@{mailbox.domain}"
     if not _ADDR_SPEC.fullmatch(spec) or len(spec) > 254:
-        raise InputError(field, f"not an address: {spec!r}", "use parse_address")
+        problem = Text("not an address: {spec!r}", spec=spec)
+        raise InputError(field, problem, Text("use parse_address"))
 
     # RFC 6531 3.2: a non-ASCII local part cannot be written any other way.
     if needs_smtputf8(mailbox) and not smtputf8:
-        fix = "send through a server that offers SMTPUTF8"
-        raise InputError(field, f"{spec} needs SMTPUTF8", fix)
+        fix = Text("send through a server that offers SMTPUTF8")
+        raise InputError(field, Text("{spec} needs SMTPUTF8", spec=spec), fix)
     return spec
 
 
@@ -290,8 +303,10 @@ def _utf8(field: str, text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        problem = f"holds text that is not valid Unicode: {exc.reason}"
-        raise InputError(field, problem, "remove unpaired surrogates") from exc
+        problem = Text(
+            "holds text that is not valid Unicode: {reason}", reason=exc.reason
+        )
+        raise InputError(field, problem, Text("remove unpaired surrogates")) from exc
 
 
 # ------------------------------------------------------------------ bodies
@@ -348,4 +363,4 @@ def _boundary(parts: Sequence[bytes]) -> str:
         boundary = f"=_{os.urandom(16).hex()}"
         if not any(boundary.encode("ascii") in part for part in parts):
             return boundary
-    raise InputError("text", "no multipart boundary fits the body", "retry")
+    raise InputError("text", Text("no multipart boundary fits the body"), Text("retry"))

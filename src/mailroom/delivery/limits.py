@@ -14,6 +14,7 @@ from typing import Final, TypeVar
 
 from mailroom.channels.model import Limits
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 from mailroom.store.records import Send
 
 MINUTE: Final = timedelta(minutes=1)
@@ -82,9 +83,13 @@ class RateLimiter:
         if per_day is not None and recipients > per_day:
             raise InputError(
                 "max_recipients",
-                f"a transaction of {recipients} recipients exceeds the daily "
-                f"limit of {per_day}",
-                "set --max-recipients at or below --per-day",
+                Text(
+                    "a transaction of {recipients} recipients exceeds the daily "
+                    "limit of {per_day}",
+                    recipients=recipients,
+                    per_day=per_day,
+                ),
+                Text("set --max-recipients at or below --per-day"),
             )
 
     def _forget(self, now: datetime) -> None:

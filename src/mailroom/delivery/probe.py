@@ -47,6 +47,7 @@ from mailroom.delivery.transcript import (
 )
 from mailroom.delivery.transport import Endpoint, TokenSource, parse_size, tls_context
 from mailroom.errors import MailroomError
+from mailroom.i18n import english
 from mailroom.secrets import PLACEHOLDER, Secret
 
 # Direction and TranscriptLine live in ``transcript``; callers and tests import
@@ -318,7 +319,8 @@ class _Probe:
         try:
             token = await token_source()
         except MailroomError as exc:
-            raise _Stop(f"cannot get an OAuth access token: {exc}") from None
+            # Diagnoses are English, and one may be stored as a channel's reason.
+            raise _Stop(f"cannot get an OAuth access token: {english(exc)}") from None
         self.transcript.hide_token(self.endpoint.username, token)
 
         step = self.client.auth_xoauth2(self.endpoint.username, token)

@@ -29,6 +29,7 @@ from mailroom.delivery.transport import (
     SmtpSession,
 )
 from mailroom.errors import ChannelAuthError, ChannelConnectError, InputError
+from mailroom.i18n import english
 from mailroom.store.records import AttemptRow, Outcome, Pending, PendingRecipient
 from mailroom.store.states import MessageState
 
@@ -204,7 +205,9 @@ class ChannelRunner:
         except (InputError, ValueError) as exc:
             # RFC 6531 3.7.4: a message that needs SMTPUTF8 (or is otherwise
             # unfit) for a server that lacks it can never go that way.
-            result.refuse(group, Reply(554, "5.6.7", f"cannot be sent: {exc}"))
+            # The reason is stored with the message, so it stays English.
+            reason = f"cannot be sent: {english(exc)}"
+            result.refuse(group, Reply(554, "5.6.7", reason))
             return None
         link.built = (key, data)
         return data

@@ -22,6 +22,7 @@ from mailroom.channels.model import Channel, ChannelStatus
 from mailroom.channels.registry import ChannelSpec
 from mailroom.core import Mailroom
 from mailroom.errors import InputError, NotFoundError
+from mailroom.i18n import Text
 from mailroom.oauth.flow import (
     Authorization,
     Callback,
@@ -118,7 +119,9 @@ class Connector:
         if provider is None:
             choices = ", ".join(self.providers)
             raise InputError(
-                "provider", f"unknown provider {request.provider!r}", f"use {choices}"
+                "provider",
+                Text("unknown provider {name!r}", name=request.provider),
+                Text("use {choices}", choices=choices),
             )
         return provider
 
@@ -172,8 +175,13 @@ class Connector:
         if channel.kind != provider.kind or channel.owner != owner:
             raise InputError(
                 "name",
-                f"channel {request.name!r} is not {owner}'s {provider.title} mailbox",
-                "choose another --name",
+                Text(
+                    "channel {name!r} is not {owner}'s {provider} mailbox",
+                    name=request.name,
+                    owner=owner,
+                    provider=provider.title,
+                ),
+                Text("choose another --name"),
             )
         return channel
 

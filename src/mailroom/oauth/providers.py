@@ -20,6 +20,7 @@ from typing import Final
 from mailroom.channels.model import Limits, Scope, Security
 from mailroom.channels.presets import Preset
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 from mailroom.secrets import Secret
 
 ENV_PREFIX: Final = "MAILROOM_OAUTH_"
@@ -53,8 +54,8 @@ class ProviderConfig:
         if not self.client_id:
             raise InputError(
                 f"{ENV_PREFIX}{self.env_name}_CLIENT_ID",
-                "is not set",
-                "register an OAuth client as docs/oauth.md shows and set it",
+                Text("is not set"),
+                Text("register an OAuth client as docs/oauth.md shows and set it"),
             )
 
 
@@ -123,7 +124,11 @@ def load_provider(key: str, environ: Mapping[str, str] | None = None) -> Provide
         return _build(
             "microsoft", "microsoft-oauth", "Microsoft", "MICROSOFT", defaults, environ
         )
-    raise InputError("provider", f"unknown provider {key!r}", "use gmail or microsoft")
+    raise InputError(
+        "provider",
+        Text("unknown provider {name!r}", name=key),
+        Text("use gmail or microsoft"),
+    )
 
 
 def load_providers(

@@ -31,6 +31,7 @@ from mailroom.channels.model import Channel, ChannelStatus
 from mailroom.channels.registry import ChannelRegistry
 from mailroom.clock import Clock
 from mailroom.errors import InputError
+from mailroom.i18n import english
 from mailroom.oauth import AccessEnded, TokenRefreshError
 from mailroom.oauth.flow import Grant, describe_oauth_error, oauth_client
 from mailroom.oauth.providers import ProviderConfig, provider_key
@@ -221,7 +222,11 @@ class TokenManager:
         try:
             provider.require_client()
         except InputError as exc:
-            raise TokenRefreshError(f"cannot refresh the access token: {exc}") from None
+            # A delivery reason is stored, so it stays English (see i18n).
+            problem = english(exc)
+            raise TokenRefreshError(
+                f"cannot refresh the access token: {problem}"
+            ) from None
         return provider
 
     async def _request(

@@ -33,6 +33,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailroom.clock import Clock, SystemClock
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 from mailroom.sandbox.certs import ensure_certificate, tls_folder
 from mailroom.secrets import Secret
 
@@ -78,7 +79,9 @@ def check_loopback(host: str) -> None:
         loopback = False
     if not loopback:
         raise InputError(
-            "host", f"{host!r} is not a loopback address", "use 127.0.0.1 or ::1"
+            "host",
+            Text("{host!r} is not a loopback address", host=host),
+            Text("use 127.0.0.1 or ::1"),
         )
 
 
@@ -404,7 +407,9 @@ class SandboxServer(ListeningServer):
     ) -> None:
         if per_minute_limit is not None and per_minute_limit < 1:
             raise InputError(
-                "per_minute_limit", "must be at least 1", "leave it unset for none"
+                "per_minute_limit",
+                Text("must be at least 1"),
+                Text("leave it unset for none"),
             )
         self._certs = ensure_certificate(tls_folder(folder))
         self._maildir_path = folder / "Maildir"

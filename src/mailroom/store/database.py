@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from mailroom.errors import InputError
+from mailroom.i18n import Text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -40,8 +41,11 @@ def open_engine(url: str) -> Engine:
     except (ArgumentError, NoSuchModuleError) as exc:
         raise InputError(
             "database_url",
-            f"is not a database URL mailroom can use ({type(exc).__name__})",
-            "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+            Text(
+                "is not a database URL mailroom can use ({error})",
+                error=type(exc).__name__,
+            ),
+            Text("use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"),
         ) from None
 
 
