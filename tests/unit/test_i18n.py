@@ -36,9 +36,10 @@ def japanese_catalog() -> Catalog:
 
 
 def source_msgids() -> set[str]:
-    """Every literal passed to ``_()`` in the package, as ``pybabel`` sees it."""
+    """Every literal passed to ``_()`` or ``Text()`` in the package, as
+    ``pybabel extract -k _ -k Text`` sees it."""
     found = extract_from_dir(
-        PACKAGE, method_map=[("**.py", "python")], keywords={"_": None}
+        PACKAGE, method_map=[("**.py", "python")], keywords={"_": None, "Text": None}
     )
     return {message for _file, _line, message, _comments, _ctx in found}
 
