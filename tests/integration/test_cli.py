@@ -23,10 +23,20 @@ PASSWORD = SANDBOX_PASSWORD.reveal()
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return cli_speaking("en", tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def cli_ja(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The same initialised home and team, for a user who reads Japanese."""
+    return cli_speaking("ja", tmp_path, monkeypatch)
+
+
+def cli_speaking(lang: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MAILROOM_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MAILROOM_DATABASE_URL", raising=False)
     monkeypatch.delenv("MAILROOM_SECRET_KEY", raising=False)
-    monkeypatch.setenv("MAILROOM_LANG", "en")
+    monkeypatch.setenv("MAILROOM_LANG", lang)
     runner = CliRunner()
 
     def invoke(*args: str, stdin: str | None = None):
@@ -467,6 +477,27 @@ def test_a_sender_outside_the_teams_domains_is_told_both_steps(cli) -> None:
     assert result.exit_code == 2
     assert "team add-domain" in result.output
     assert "team add-member" in result.output
+
+
+def test_a_sender_outside_the_teams_domains_is_told_in_japanese(cli_ja) -> None:
+    result = send_one(cli_ja, "ava@other.example")
+
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "エラー: from: ava@other.example はチーム 'acme' のメンバーではありません "
+        "(other.example はチームの送信ドメインでもありません。"
+        "`mailroom team add-domain` でドメインを追加してから、"
+        "`mailroom team add-member` でアドレスを追加してください)"
+    )
+
+
+def test_an_unknown_team_is_told_in_japanese(cli_ja) -> None:
+    result = send_one(cli_ja, "alice@example.com", "--team", "nosuch")
+
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "エラー: チーム 'nosuch' はありません。`team add` で追加してください"
+    )
 
 
 def test_init_twice_says_so_and_keeps_the_key(cli, tmp_path: Path) -> None:

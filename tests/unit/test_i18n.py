@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 import mailroom
 from mailroom import i18n
 from mailroom.cli.app import app
-from mailroom.errors import InputError
+from mailroom.errors import InputError, NotFoundError
+from mailroom.teams import Team
 
 PACKAGE = Path(mailroom.__file__).parent
 LANG_VARIABLES = ("MAILROOM_LANG", "LANGUAGE", "LC_ALL", "LANG")
@@ -179,3 +180,39 @@ def test_input_error_keeps_its_english_form() -> None:
         "no recipients",
         "pass at least one --to address",
     )
+
+
+def test_a_core_error_speaks_the_language_of_whoever_shows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    team = Team(1, "acme", ["example.com"], ["alice@example.com"])
+    with pytest.raises(InputError) as caught:
+        team.check_member("ava@example.com")
+    error = caught.value
+
+    monkeypatch.setenv("MAILROOM_LANG", "ja")
+    japanese = str(error)
+    monkeypatch.setenv("MAILROOM_LANG", "en")
+    english = str(error)
+
+    assert japanese == (
+        "from: ava@example.com はチーム 'acme' のメンバーではありません "
+        "(`mailroom team add-member` でアドレスを追加してください)"
+    )
+    assert english == (
+        "from: ava@example.com is not a member of team 'acme' "
+        "(add the address with `mailroom team add-member`)"
+    )
+    with i18n.speaking("ja"):
+        assert i18n.english(error) == english
+
+
+def test_a_not_found_error_is_rendered_when_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error = NotFoundError(i18n.Text("no team with id {id}", id=7))
+
+    monkeypatch.setenv("MAILROOM_LANG", "ja")
+    assert str(error) == "ID 7 のチームはありません"
+    monkeypatch.setenv("MAILROOM_LANG", "en")
+    assert str(error) == "no team with id 7"
