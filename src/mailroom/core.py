@@ -55,8 +55,11 @@ def _refuse_missing_sqlite_file(settings: Settings) -> None:
         return
     if url.database != ":memory:" and not Path(url.database).exists():
         raise NotInitialisedError(
-            f"no mailroom database at {url.database}; run `mailroom init` first "
-            "(or check MAILROOM_HOME and MAILROOM_DATABASE_URL)"
+            Text(
+                "no mailroom database at {path}; run `mailroom init` first "
+                "(or check MAILROOM_HOME and MAILROOM_DATABASE_URL)",
+                path=url.database,
+            )
         )
 
 
@@ -74,8 +77,10 @@ class Mailroom:
         if not self._initialised():
             self.db.dispose()
             raise NotInitialisedError(
-                f"no mailroom database at {shown_url(settings.database_url)}; "
-                "run `mailroom init` first"
+                Text(
+                    "no mailroom database at {url}; run `mailroom init` first",
+                    url=shown_url(settings.database_url),
+                )
             )
         upgrade(self.db)
         self.cipher = load_cipher(settings.key_file)
@@ -99,10 +104,13 @@ class Mailroom:
             # which shown_url hides; only the first line is useful.
             first_line = str(exc.orig).splitlines()[0] if exc.orig else ""
             raise DatabaseUnavailableError(
-                f"cannot open the database at "
-                f"{shown_url(self.settings.database_url)}: {first_line} (run "
-                "`mailroom init` first, or check MAILROOM_HOME and "
-                "MAILROOM_DATABASE_URL)"
+                Text(
+                    "cannot open the database at {url}: {problem} (run "
+                    "`mailroom init` first, or check MAILROOM_HOME and "
+                    "MAILROOM_DATABASE_URL)",
+                    url=shown_url(self.settings.database_url),
+                    problem=first_line,
+                )
             ) from None
 
     @classmethod

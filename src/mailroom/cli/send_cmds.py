@@ -50,7 +50,8 @@ def read_text(path: Path, field: str) -> str:
     try:
         return path.read_text("utf-8")
     except UnicodeDecodeError:
-        raise InputError(field, f"{path} is not UTF-8", "save it as UTF-8") from None
+        problem = _("{path} is not UTF-8").format(path=path)
+        raise InputError(field, problem, _("save it as UTF-8")) from None
 
 
 def deliver(mr: Mailroom, ids: list[int], timeout: float) -> DeliveryProgress:
