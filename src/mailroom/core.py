@@ -141,15 +141,18 @@ class Mailroom:
     def apply_test(self, channel: Channel, report: ProbeReport) -> ChannelUpdate:
         """Let what `channel test` found set the channel's status.
 
-        A test that got through reconnects a disconnected or paused channel
-        and lets its mail go; one whose credentials were refused disconnects
-        it and holds its mail, as a delivery would.  Anything else (a network
-        or certificate problem) changes nothing: delivery retries those.
+        A test that got through proves a new channel, and reconnects a
+        disconnected or paused one and lets its mail go; one whose
+        credentials were refused disconnects it and holds its mail, as a
+        delivery would.  Anything else (a network or certificate problem)
+        changes nothing: delivery retries those.
         """
         if report.ok:
-            if channel.status not in (ChannelStatus.disconnected, ChannelStatus.paused):
+            if channel.status is ChannelStatus.connected:
                 return ChannelUpdate(channel, 0)
             self.channels.set_status(channel.id, ChannelStatus.connected)
+            if channel.status is ChannelStatus.untested:
+                return ChannelUpdate(self.channels.get(channel.id), 0)
             return self._reopened(channel, "a channel test got through")
 
         refused = report.reply is not None and classify(report.reply) is ReplyClass.auth

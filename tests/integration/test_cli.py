@@ -102,7 +102,7 @@ def test_channel_json_shows_settings_and_never_the_secret(
     data = json.loads(listed.stdout)[0]
     assert data["kind"] == "sandbox"
     assert data["security"] == "starttls"
-    assert data["status"] == "connected"
+    assert data["status"] == "untested"  # no session has got through yet
     assert data["domains"] == ["example.com"]
     assert data["has_secret"] is True
     for output in (listed.output, shown.output):
@@ -176,6 +176,8 @@ def test_send_wait_delivers_and_message_show_has_the_history(
 
     assert result.exit_code == 0, result.output
     assert "sent" in result.output
+    proven = json.loads(cli("channel", "show", "sandbox", "--json").stdout)
+    assert proven["status"] == "connected"  # by the delivery
     [delivered] = sandbox_server.delivered()
     assert list(delivered.envelope_rcpts) == ["bob@example.net"]
     shown = json.loads(cli("message", "show", "1", "--json").stdout)

@@ -27,7 +27,10 @@ class Scope(enum.StrEnum):
 
 
 class ChannelStatus(enum.StrEnum):
-    # Usable: mail flows.
+    # Added and usable, not yet proven: the first session or `channel test`
+    # that gets through makes it connected.
+    untested = "untested"
+    # Usable: a session got through (connected, secured, logged in).
     connected = "connected"
     # Credentials refused: mail is held until the credentials are updated.
     disconnected = "disconnected"

@@ -58,6 +58,7 @@ class ChannelRegistry:
 
     def add(self, spec: ChannelSpec) -> Channel:
         channel = self._resolve(spec)
+        channel.status = ChannelStatus.untested
         self._check_unique(channel)
         self._check_team(channel)
         now = self.clock.now()

@@ -15,7 +15,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from mailroom.channels.model import Channel
+from mailroom.channels.model import Channel, ChannelStatus
 from mailroom.delivery.limits import split_recipients
 from mailroom.delivery.link import Link
 from mailroom.delivery.outcome import ChannelSignal, RoundResult, finish
@@ -354,6 +354,7 @@ class ChannelRunner:
         await link.close()
         try:
             link.session = await self._open_session()
+            self._maybe_proven()
         except AuthRefused as exc:
             self._note_attempt(message, "auth", exc.reply, str(exc))
             if exc.already_recorded:
@@ -370,6 +371,13 @@ class ChannelRunner:
             self.stop.after_connect_error(str(exc))
             self._give_back([message])
             raise ChannelStopped from None
+
+    def _maybe_proven(self) -> None:
+        # A session got through (connected, secured, logged in): a new
+        # channel is untested no longer.
+        if self.channel.status is ChannelStatus.untested:
+            self.engine.registry.set_status(self.channel.id, ChannelStatus.connected)
+            self.channel.status = ChannelStatus.connected
 
     def _note_attempt(
         self, message: Pending, stage: str, reply: Reply | None, text: str
