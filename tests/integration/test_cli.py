@@ -567,7 +567,7 @@ def test_correcting_a_paused_channels_port_sends_its_mail_at_once(
     fixed = cli("channel", "update", "relay", "--port", str(sandbox_server.port))
     worked = cli("worker", "--until-idle")
 
-    assert "1 waiting message(s) will be tried again now" in fixed.output
+    assert "1 message(s) no longer wait for the channel" in fixed.output
     assert "this run: sent: 1" in worked.output
     shown = json.loads(cli("channel", "show", "relay", "--json").stdout)
     assert (shown["status"], shown["status_reason"]) == ("connected", "")
@@ -639,7 +639,7 @@ def test_channel_test_disconnects_on_refused_credentials_and_reconnects_when_thr
     assert held["state"] == "held"
     assert through.exit_code == 0, through.output
     assert "channel relay is now connected" in through.output
-    assert "1 waiting message(s) will be tried again now" in through.output
+    assert "1 message(s) no longer wait for the channel" in through.output
     assert (shown["status"], shown["status_reason"]) == ("connected", "")
 
 
@@ -698,3 +698,23 @@ def test_a_platform_relay_named_like_a_team_channel_is_reached_with_platform(
     assert unclear.exit_code == 2
     assert "--platform" in unclear.output
     assert (platform["scope"], team["scope"]) == ("platform", "team")
+
+
+def test_a_campaign_on_a_paused_channel_says_so_and_finishes_after_the_pause(
+    cli, tmp_path: Path
+) -> None:
+    down = ["channel", "add", "down", "--kind", "smtp", "--host", "127.0.0.1"]
+    down += ["--port", "9", "--security", "none", "--domain", "example.com"]
+    assert cli(*down).exit_code == 0
+    send_one(cli, "alice@example.com", "--wait", "--wait-timeout", "2")
+    paused = json.loads(cli("channel", "show", "down", "--json").stdout)
+
+    result = send_campaign(
+        cli, write_contacts(tmp_path / "c.csv", 3), "Hi", "Dear {{ first_name }}"
+    )
+
+    assert paused["status"] == "paused"
+    assert "channel down is paused until" in result.output
+    status = json.loads(cli("campaign", "status", "1", "--json").stdout)
+    finish = datetime.fromisoformat(status["estimated_finish"])
+    assert finish >= datetime.fromisoformat(paused["paused_until"])

@@ -179,3 +179,13 @@ def test_remove_suppressed_compares_normalized() -> None:
 
     assert [c.email for c in kept] == ["cy@example.com"]
     assert removed == 2
+
+
+def test_a_quote_never_closed_is_named_not_left_to_swallow_the_rows_after_it() -> None:
+    with pytest.raises(InputError) as refused:
+        load_contacts(
+            csv_bytes("email,name", '"ann@example.com,Ann', "bob@example.com,Bob")
+        )
+
+    assert refused.value.field == "contacts"
+    assert str(refused.value.problem) == "a quote opened on line 2 is never closed"

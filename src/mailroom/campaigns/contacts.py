@@ -126,16 +126,23 @@ def _numbered_rows(text: str, name: str) -> Iterator[tuple[int, list[str]]]:
     lines = _LineCounter(text)
     start = 1
     try:
-        for cells in csv.reader(lines):
+        # Strict: a quote that is never closed would otherwise swallow every
+        # row after it into one cell, and those rows would vanish unreported.
+        for cells in csv.reader(lines, strict=True):
             if any(cell.strip() for cell in cells):
                 yield start, cells
             start = lines.count + 1
     except csv.Error as exc:
-        # The csv module's own words stay as it wrote them.
-        problem = Text(
-            "line {line} is not valid CSV: {reason}", line=start, reason=str(exc)
-        )
-        raise InputError(name, problem, Text("save the file again as CSV")) from exc
+        raise InputError(name, *_csv_problem(start, exc)) from exc
+
+
+def _csv_problem(line: int, error: csv.Error) -> tuple[Text, Text]:
+    if str(error) == "unexpected end of data":
+        problem = Text("a quote opened on line {line} is never closed", line=line)
+        return problem, Text("close the quote, or remove it")
+    # The csv module's own words stay as it wrote them.
+    problem = Text("line {line} is not valid CSV: {reason}", line=line, reason=error)
+    return problem, Text("save the file again as CSV")
 
 
 def _columns(header: list[str], name: str) -> list[str]:

@@ -191,7 +191,9 @@ def estimate_finish(mr: Mailroom, channel: Channel) -> datetime | None:
     if not batches:
         return None
     limiter = RateLimiter(channel.limits, mr.outbox.history(channel.id))
-    return limiter.finish_time(mr.clock.now(), batches)
+    # A paused channel sends nothing before its pause ends.
+    start = max(mr.clock.now(), channel.paused_until or mr.clock.now())
+    return limiter.finish_time(start, batches)
 
 
 def _waiting_batches(mr: Mailroom, channel: Channel) -> list[int]:

@@ -119,6 +119,15 @@ def _report_finish(plan: CampaignPlan, finish_at: datetime | None) -> None:
             ).format(name=plan.channel.name)
         )
         return
+    if plan.channel.status == "paused" and plan.channel.paused_until:
+        console.print(
+            _("channel {name} is paused until {at:%H:%M:%S} UTC: {reason}").format(
+                name=plan.channel.name,
+                at=plan.channel.paused_until,
+                reason=plan.channel.status_reason,
+            ),
+            markup=False,
+        )
     console.print(
         _("estimated finish: {at:%Y-%m-%d %H:%M:%S} UTC ({limits})").format(
             at=finish_at, limits=plan.channel.limits.describe()
@@ -188,4 +197,4 @@ def status(
     if json:
         print_json(view)
         return
-    print_fields(view)
+    print_fields(view, [key for key in view if key != "channel_id"])

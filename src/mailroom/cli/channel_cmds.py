@@ -88,8 +88,7 @@ def add(
         if user or password_stdin:
             secret = Secret(read_secret(password_stdin, _("Password")))
         limits = _limits(per_minute, per_day, min_interval, max_recipients)
-        if kind == "sandbox" and ca_bundle is None:
-            ca_bundle = _own_sandbox_ca(mr)
+        own_ca = _own_sandbox_ca(mr) if kind == "sandbox" and not ca_bundle else None
         spec = ChannelSpec(
             name=name,
             kind=kind,
@@ -104,12 +103,14 @@ def add(
             domains=domain or [],
             aliases=alias or [],
             limits=limits,
-            ca_bundle=ca_bundle,
+            ca_bundle=ca_bundle or own_ca,
             verify_tls=not insecure_skip_verify,
             connections=connections,
         )
         channel = mr.channels.add(spec)
     _warn(channel, preset.note)
+    if kind == "sandbox" and not ca_bundle:
+        _say_sandbox_ca(own_ca)
     console.print(
         _("added channel {name} ({kind}, {host}:{port})").format(
             name=channel.name, kind=channel.kind, host=channel.host, port=channel.port
@@ -149,7 +150,10 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
     # Folded, never cut short: a port hidden behind "…" is no help.
     table = Table(*(Column(h, overflow="fold") for h in headers))
     for c in channels:
-        status = str(c.status) + (f": {c.status_reason}" if c.status_reason else "")
+        # The reason is for `channel show`; a paused channel says until when.
+        status = str(c.status)
+        if c.status == "paused" and c.paused_until:
+            status += _(" until {at:%H:%M} UTC").format(at=c.paused_until)
         table.add_row(
             c.name,
             teams.get(c.team_id) or _("(platform)"),
@@ -173,10 +177,19 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
 def _own_sandbox_ca(mr: Mailroom) -> str | None:
     """The CA of the sandbox `mailroom sandbox` runs from this data folder."""
     ca = tls_folder(mr.settings.home / "sandbox") / CA_FILE
-    if not ca.is_file():
-        return None
-    console.print(_("trusting the sandbox's own CA: {ca}").format(ca=ca))
-    return str(ca)
+    return str(ca) if ca.is_file() else None
+
+
+def _say_sandbox_ca(ca: str | None) -> None:
+    if ca is not None:
+        console.print(_("trusting the sandbox's own CA: {ca}").format(ca=ca))
+        return
+    errors.print(
+        _(
+            "note: no sandbox has run from this data folder, so no CA is known; "
+            "pass --ca-bundle with the CA file the sandbox printed"
+        )
+    )
 
 
 def _team_names(mr: Mailroom, channels: list[Channel]) -> dict[int | None, str]:
@@ -244,7 +257,10 @@ def update(
     console.print(_("updated channel {name}").format(name=name))
     if result.queued:
         console.print(
-            _("{n} waiting message(s) will be tried again now").format(n=result.queued)
+            _(
+                "{n} message(s) no longer wait for the channel; a running worker "
+                "sends them now"
+            ).format(n=result.queued)
         )
 
 
@@ -299,7 +315,10 @@ def test(
         )
     if applied.queued:
         console.print(
-            _("{n} waiting message(s) will be tried again now").format(n=applied.queued)
+            _(
+                "{n} message(s) no longer wait for the channel; a running worker "
+                "sends them now"
+            ).format(n=applied.queued)
         )
     if not report.ok:
         console.print(_("FAILED: {diagnosis}").format(diagnosis=report.diagnosis))
