@@ -16,6 +16,7 @@ from mailroom.cli.context import (
     console,
     errors,
     friendly_errors,
+    label,
     opened,
     pick_team,
     print_fields,
@@ -151,7 +152,7 @@ def list_(team: TeamOpt = None, json: JsonOpt = False) -> None:
     table = Table(*(Column(h, overflow="fold") for h in headers))
     for c in channels:
         # The reason is for `channel show`; a paused channel says until when.
-        status = str(c.status)
+        status = label(c.status)
         if c.status == "paused" and c.paused_until:
             status += _(" until {at:%H:%M} UTC").format(at=c.paused_until)
         table.add_row(
@@ -310,7 +311,7 @@ def test(
     if applied.channel.status is not channel.status:
         console.print(
             _("channel {name} is now {status}").format(
-                name=channel.name, status=applied.channel.status
+                name=channel.name, status=label(applied.channel.status)
             )
         )
     if applied.queued:

@@ -82,6 +82,27 @@ def opened() -> Iterator[Mailroom]:
             mr.close()
 
 
+def label(word: str) -> str:
+    """A message state or channel status as a person reads it (JSON keeps
+    the English word, which scripts match on)."""
+    labels = {
+        "queued": _("queued"),
+        "sending": _("sending"),
+        "sent": _("sent"),
+        "deferred": _("deferred"),
+        "held": _("held"),
+        "failed": _("failed"),
+        "bounced": _("bounced"),
+        "cancelled": _("cancelled"),
+        "untested": _("untested"),
+        "connected": _("connected"),
+        "paused": _("paused"),
+        "disconnected": _("disconnected"),
+        "retired": _("retired"),
+    }
+    return labels.get(str(word), str(word))
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     sys.stdout.write("\n")

@@ -17,6 +17,7 @@ from mailroom.cli.context import (
     console,
     fail,
     friendly_errors,
+    label,
     opened,
     pick_team,
     print_fields,
@@ -102,7 +103,7 @@ def send(
                 mid=accepted.message_id,
                 id=accepted.id,
                 channel=accepted.channel,
-                state=accepted.state,
+                state=label(accepted.state),
             )
         )
         for address in accepted.suppressed:
@@ -118,7 +119,9 @@ def send(
 
 def _report_wait(view: dict[str, Any]) -> None:
     console.print(
-        _("{state}: {reason}").format(state=view["state"], reason=view["reason"]),
+        _("{state}: {reason}").format(
+            state=label(view["state"]), reason=view["reason"]
+        ),
         markup=False,
     )
     if view["state"] in ("queued", "deferred"):
@@ -180,7 +183,7 @@ def cancel(ref: Annotated[str, typer.Argument(help=_("Id or Message-ID."))]) -> 
     if not cancelled:
         fail(
             _("message {ref} is {state} and can no longer be cancelled").format(
-                ref=ref, state=state
+                ref=ref, state=label(state or "")
             )
         )
     console.print(_("cancelled message {ref}").format(ref=ref))
@@ -194,16 +197,13 @@ def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if json:
         print_json({"counts": counts, "waiting": waiting})
         return
-    console.print(
-        ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-        or _("the outbox is empty")
-    )
+    console.print(_counts(counts) or _("the outbox is empty"))
     for row in waiting:
         console.print(
             _("{id} {channel} {state} next {at} {reason}").format(
                 id=row["id"],
                 channel=row["channel"],
-                state=row["state"],
+                state=label(row["state"]),
                 at=_when(row["next_attempt_at"]),
                 reason=row["reason"],
             ),
@@ -259,7 +259,7 @@ async def _work(mr: Mailroom, until_idle: bool) -> tuple[Counter[str], int]:
 
 
 def _counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{state}: {n}" for state, n in sorted(counts.items()))
+    return ", ".join(f"{label(state)}: {n}" for state, n in sorted(counts.items()))
 
 
 def _when(moment: datetime | None) -> str:
