@@ -11,15 +11,13 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
-from mailroom.channels.model import Security
-from mailroom.channels.registry import ChannelSpec
 from mailroom.core import Mailroom
 from mailroom.delivery.engine import EngineOptions
 from mailroom.sandbox import LoopbackListener
-from mailroom.sending import OneOff, submit
 from mailroom.store import schema as t
 from mailroom.teams import Team
 from tests.support.faults import FaultServer
+from tests.support.relay import queue_via_relay
 
 
 class Plain:
@@ -46,24 +44,6 @@ def plain() -> Iterator[tuple[Plain, LoopbackListener]]:
     listener.stop()
 
 
-def setup(mr: Mailroom, team: Team, port: int, *recipients: str) -> list[int]:
-    mr.channels.add(
-        ChannelSpec(
-            name="relay",
-            kind="smtp",
-            team_id=team.id,
-            host="127.0.0.1",
-            port=port,
-            security=Security.none,
-            domains=["example.com"],
-        )
-    )
-    return [
-        submit(mr, team, OneOff("alice@example.com", [r], "Hi", "x")).id
-        for r in recipients
-    ]
-
-
 def states(mr: Mailroom, ids: list[int]) -> list[tuple[Any, ...]]:
     with mr.db.connect() as conn:
         rows = conn.execute(
@@ -78,7 +58,7 @@ def test_a_message_this_server_cannot_take_fails_alone(
     mr: Mailroom, team: Team, plain: tuple[Plain, LoopbackListener]
 ) -> None:
     handler, listener = plain
-    ids = setup(
+    ids = queue_via_relay(
         mr,
         team,
         listener.port,
@@ -100,7 +80,9 @@ def test_a_server_that_never_answers_data_defers_and_the_worker_goes_on(
     mr: Mailroom, team: Team, plain: tuple[Plain, LoopbackListener]
 ) -> None:
     handler, listener = plain
-    ids = setup(mr, team, listener.port, "silent@example.net", "next@example.net")
+    ids = queue_via_relay(
+        mr, team, listener.port, "silent@example.net", "next@example.net"
+    )
 
     engine = mr.delivery(EngineOptions(timeout=0.5))
     asyncio.run(engine.run(until_idle=True))
@@ -152,7 +134,7 @@ def test_an_outcome_the_database_refuses_costs_only_the_next_transaction(
 ) -> None:
     handler, listener = plain
     to = [f"lead{i}@example.net" for i in range(6)]
-    ids = setup(mr, team, listener.port, *to)
+    ids = queue_via_relay(mr, team, listener.port, *to)
     refuse_outcome_of(mr, ids[2])
 
     asyncio.run(mr.delivery().run(until_idle=True))
@@ -177,7 +159,7 @@ def test_a_refused_outcome_no_session_waited_for_leaves_no_unread_error(
     with FaultServer(pipelining=True) as server:
         server.script("RCPT", "550 5.1.1 no such user", match="gone@example.net")
         to = ["a@example.net", "gone@example.net"] * 3
-        ids = setup(mr, team, server.port, *to)
+        ids = queue_via_relay(mr, team, server.port, *to)
         relay = mr.channels.find(team.id, "relay")
         mr.channels.update(relay, connections=2)
         refuse_outcome_of(mr, ids[0])

@@ -6,38 +6,18 @@ import asyncio
 
 import pytest
 
-from mailroom.channels.model import Security
-from mailroom.channels.registry import ChannelSpec
 from mailroom.clock import FakeClock
 from mailroom.core import Mailroom
 from mailroom.delivery.engine import EngineOptions
-from mailroom.sending import OneOff, submit
 from mailroom.teams import Team
 from tests.support.faults import FaultServer
-
-
-def queue(mr: Mailroom, team: Team, port: int, *recipients: str) -> list[int]:
-    mr.channels.add(
-        ChannelSpec(
-            name="relay",
-            kind="smtp",
-            team_id=team.id,
-            host="127.0.0.1",
-            port=port,
-            security=Security.none,
-            domains=["example.com"],
-        )
-    )
-    return [
-        submit(mr, team, OneOff("alice@example.com", [r], "Hi", "x")).id
-        for r in recipients
-    ]
+from tests.support.relay import queue_via_relay
 
 
 def test_a_worker_with_nothing_left_to_wait_for_stops_at_once(
     mr: Mailroom, team: Team, fault_server: FaultServer, clock: FakeClock
 ) -> None:
-    queue(mr, team, fault_server.port, "a@example.net", "b@example.net")
+    queue_via_relay(mr, team, fault_server.port, "a@example.net", "b@example.net")
     started = clock.now()
 
     asyncio.run(mr.delivery(EngineOptions(poll=30.0)).run(until_idle=True))
@@ -62,7 +42,7 @@ def test_a_retry_is_made_when_due_within_the_poll_and_left_otherwise(
 ) -> None:
     # The first try is deferred; the retry is due some minutes later.
     fault_server.script("RCPT", "451 4.3.0 try again", times=1)
-    [message_id] = queue(mr, team, fault_server.port, "a@example.net")
+    [message_id] = queue_via_relay(mr, team, fault_server.port, "a@example.net")
     started = clock.now()
 
     asyncio.run(mr.delivery(EngineOptions(poll=poll)).run(until_idle=True))
