@@ -43,10 +43,6 @@ class OutcomeWriter:
         self._full = asyncio.Event()
         self._flush: asyncio.Task[None] | None = None
 
-    async def record(self, message: Pending, channel_id: int, outcome: Outcome) -> None:
-        """Return once the outcome is committed; raise if the commit failed."""
-        await self.submit(message, channel_id, outcome)
-
     def submit(
         self, message: Pending, channel_id: int, outcome: Outcome
     ) -> asyncio.Future[None]:
