@@ -378,7 +378,9 @@ def test_a_channel_must_send_from_the_teams_own_domains(cli) -> None:
     assert "team add-domain" in result.output
 
 
-def test_send_wait_gives_up_waiting_for_a_server_that_is_down(cli) -> None:
+def test_send_wait_gives_up_waiting_for_a_server_that_is_down(
+    cli, caplog: pytest.LogCaptureFixture
+) -> None:
     cli(
         "channel",
         "add",
@@ -400,6 +402,8 @@ def test_send_wait_gives_up_waiting_for_a_server_that_is_down(cli) -> None:
     assert result.exit_code == 1
     assert "cannot reach the server" in result.output
     assert "mailroom worker" in result.output
+    # Said once, for the person waiting; not again as a log line.
+    assert not [r for r in caplog.records if r.name == "mailroom.delivery"]
     history = json.loads(cli("message", "show", "1", "--json").stdout)["history"]
     assert history[0]["stage"] == "connect"
     assert "refused" in history[0]["text"] or "cannot connect" in history[0]["text"]

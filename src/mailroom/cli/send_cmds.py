@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,10 +62,26 @@ def deliver(mr: Mailroom, ids: list[int], timeout: float) -> DeliveryProgress:
     or until none of them can go within ``timeout`` seconds."""
     progress = DeliveryProgress(len(ids), set(ids))
     deadline = mr.clock.now() + timedelta(seconds=timeout)
-    with progress:
+    with progress, _person_watching():
         engine = mr.delivery(on_outcome=progress)
         asyncio.run(engine.run(watch=ids, deadline=deadline))
     return progress
+
+
+@contextlib.contextmanager
+def _person_watching() -> Iterator[None]:
+    # A person waiting on the command reads what became of the mail in the
+    # lines it prints; the engine's warnings would say it twice.  --verbose
+    # (INFO) keeps them, and errors always show.
+    delivery_log = logging.getLogger("mailroom.delivery")
+    if delivery_log.getEffectiveLevel() < logging.WARNING:
+        yield
+        return
+    delivery_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        delivery_log.setLevel(logging.NOTSET)
 
 
 def send(

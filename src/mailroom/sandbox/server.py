@@ -29,7 +29,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import (
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+)
 
 from mailroom.clock import Clock, SystemClock
 from mailroom.errors import InputError
@@ -331,6 +338,18 @@ class _SandboxHandler:
         """A copy of the accepted messages, oldest first."""
         with self._lock:
             return list(self._delivered)
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd's hook for a session that failed.  A client that does not
+        # trust the sandbox's certificate is the common case: one line that
+        # says so, not a traceback.
+        if isinstance(error, TLSSetupException):
+            log.warning(
+                "a client gave up the TLS handshake; does it trust the sandbox CA?"
+            )
+        else:
+            log.error("session failed: %s", error, exc_info=error)
+        return "451 4.3.0 the sandbox failed; try again"
 
     async def handle_MAIL(
         self,
