@@ -237,6 +237,19 @@ class PostfixInstance:
         except FileNotFoundError:
             return ""
 
+    def log_shows(self, text: str, timeout: float = 10.0) -> bool:
+        """Whether the maillog comes to hold ``text`` within ``timeout`` seconds.
+
+        Postfix writes its log through postlogd, a moment after the client
+        has had its reply.
+        """
+        deadline = time.monotonic() + timeout
+        while text not in self.smtpd_log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def _diagnose(self, count: int, found: list[Delivered]) -> str:
         recipients = [item.recipient for item in found]
         tail = "\n".join(self.smtpd_log().splitlines()[-30:])
