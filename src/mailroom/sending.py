@@ -15,7 +15,7 @@ from mailroom.channels.model import Channel, ChannelStatus
 from mailroom.channels.routing import choose_channel
 from mailroom.compose.message import make_message_id
 from mailroom.core import Mailroom
-from mailroom.errors import InputError
+from mailroom.errors import InputError, RoutingError
 from mailroom.i18n import Text
 from mailroom.store.records import NewMessage
 from mailroom.store.states import MessageState
@@ -55,7 +55,28 @@ def route(
     """The channel for this sender; raises ``RoutingError`` saying why not."""
     member = (member or sender.addr_spec).lower()
     channels = mr.channels.list(team.id)
+    if name is not None and name not in {c.name for c in channels}:
+        _refuse_other_teams_channel(mr, team, name)
     return choose_channel(channels, sender.addr_spec, member=member, requested=name)
+
+
+def _refuse_other_teams_channel(mr: Mailroom, team: Team, name: str) -> None:
+    # A channel of that name in another team is the likely mistake; say whose.
+    owners = {
+        mr.teams.by_id(c.team_id).name
+        for c in mr.channels.list(everything=True)
+        if c.name == name and c.team_id is not None and c.team_id != team.id
+    }
+    if owners:
+        raise RoutingError(
+            Text(
+                "channel {name!r} belongs to team {owners}, not to {team}; "
+                "send as a member of that team, or pick one of {team}'s channels",
+                name=name,
+                owners=", ".join(sorted(owners)),
+                team=team.name,
+            )
+        )
 
 
 def submit(mr: Mailroom, team: Team, request: OneOff) -> Accepted:

@@ -722,3 +722,16 @@ def test_a_campaign_on_a_paused_channel_says_so_and_finishes_after_the_pause(
     status = json.loads(cli("campaign", "status", "1", "--json").stdout)
     finish = datetime.fromisoformat(status["estimated_finish"])
     assert finish >= datetime.fromisoformat(paused["paused_until"])
+
+
+def test_sending_through_another_teams_channel_names_its_team(cli) -> None:
+    other = ["team", "add", "ops", "--domain", "example.org"]
+    assert cli(*other, "--member", "max@example.org").exit_code == 0
+    add = ["channel", "add", "opsbox", "--team", "ops", "--kind", "smtp"]
+    add += ["--host", "127.0.0.1", "--port", "9", "--domain", "example.org"]
+    assert cli(*add).exit_code == 0
+
+    result = send_one(cli, "alice@example.com", "--channel", "opsbox")
+
+    assert result.exit_code == 2
+    assert "channel 'opsbox' belongs to team ops, not to acme" in result.output
