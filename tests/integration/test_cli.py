@@ -719,6 +719,9 @@ def test_a_campaign_on_a_paused_channel_says_so_and_finishes_after_the_pause(
 
     assert paused["status"] == "paused"
     assert "channel down is paused until" in result.output
+    queued = cli("queue").output
+    assert "next try (UTC)" in queued
+    assert column(queued, "channel").count("down") == 4  # one row per message
     status = json.loads(cli("campaign", "status", "1", "--json").stdout)
     finish = datetime.fromisoformat(status["estimated_finish"])
     assert finish >= datetime.fromisoformat(paused["paused_until"])

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Column, Table
+from rich.text import Text as RichText
 
 from mailroom.cli.context import (
     EXIT_FAILURE,
@@ -216,17 +218,22 @@ def queue(json: Annotated[bool, typer.Option("--json")] = False) -> None:
         print_json({"counts": counts, "waiting": waiting})
         return
     console.print(_counts(counts) or _("the outbox is empty"))
+    if waiting:
+        console.print(_waiting_table(waiting))
+
+
+def _waiting_table(waiting: list[dict[str, Any]]) -> Table:
+    headers = [_("id"), _("channel"), _("state"), _("next try (UTC)"), _("why")]
+    table = Table(*(Column(h, overflow="fold") for h in headers))
     for row in waiting:
-        console.print(
-            _("{id} {channel} {state} next {at} {reason}").format(
-                id=row["id"],
-                channel=row["channel"],
-                state=label(row["state"]),
-                at=_when(row["next_attempt_at"]),
-                reason=row["reason"],
-            ),
-            markup=False,
+        table.add_row(
+            str(row["id"]),
+            row["channel"],
+            label(row["state"]),
+            _when(row["next_attempt_at"]),
+            RichText(row["reason"]),  # as written, never read as markup
         )
+    return table
 
 
 def worker(
