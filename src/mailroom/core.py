@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from mailroom.channels.model import Channel, ChannelStatus
 from mailroom.channels.registry import ChannelRegistry
+from mailroom.channels.status import disconnect, reopen
 from mailroom.clock import Clock, SystemClock
 from mailroom.config import Settings
 from mailroom.delivery.engine import Engine, EngineOptions, Progress, TokenSources
@@ -127,7 +128,13 @@ class Mailroom:
             engine.dispose()
         return cls(settings, clock)
 
-    def update_channel(self, channel: Channel, **changes: Any) -> ChannelUpdate:
+    def update_channel(
+        self,
+        channel: Channel,
+        *,
+        why: str = "its settings were updated",
+        **changes: Any,
+    ) -> ChannelUpdate:
         """Change a channel's settings, and let its waiting mail go again.
 
         New credentials for a disconnected channel queue the mail it held; new
@@ -136,7 +143,7 @@ class Mailroom:
         updated = self.channels.update(channel, **changes)
         if updated.status is channel.status:
             return ChannelUpdate(updated, 0)
-        return self._reopened(channel, "its settings were updated")
+        return self._reopened(channel, why)
 
     def apply_test(self, channel: Channel, report: ProbeReport) -> ChannelUpdate:
         """Let what `channel test` found set the channel's status.
@@ -162,21 +169,11 @@ class Mailroom:
             f"a channel test was refused: {report.diagnosis}; store new credentials "
             f"with `mailroom channel update {channel.name} --password`"
         )
-        self.channels.set_status(channel.id, ChannelStatus.disconnected, reason)
-        self.outbox.add_event("channel-disconnected", reason, channel_id=channel.id)
-        self.outbox.hold_channel(channel.id, reason)
+        disconnect(self.channels, self.outbox, channel.id, reason)
         return ChannelUpdate(self.channels.get(channel.id), 0)
 
-    def _reopened(self, before: Channel, what: str) -> ChannelUpdate:
-        if before.status is ChannelStatus.disconnected:
-            queued = self.outbox.resume_channel(before.id)
-        else:
-            queued = self.outbox.wake_channel(before.id)
-        self.outbox.add_event(
-            "channel-reconnected",
-            f"{what}; {queued} message(s) to try again",
-            channel_id=before.id,
-        )
+    def _reopened(self, before: Channel, why: str) -> ChannelUpdate:
+        queued = reopen(self.outbox, before, why)
         return ChannelUpdate(self.channels.get(before.id), queued)
 
     def delivery(

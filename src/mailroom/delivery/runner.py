@@ -215,12 +215,11 @@ class ChannelRunner:
     async def _reset(self, link: Link) -> None:
         # RFC 5321 4.1.1.5: RSET clears a refused transaction; a session that
         # cannot even do that is closed and the next message opens a new one.
-        session = link.session
-        if session is None or not session.is_open:
+        if link.session is None or not link.is_open:
             await link.close()
             return
         try:
-            await session.reset()
+            await link.session.reset()
         except SessionError:
             await link.close()
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailroom.addresses import parse_address
-from mailroom.channels.model import Channel, ChannelStatus
+from mailroom.channels.model import Channel
 from mailroom.channels.registry import ChannelSpec
 from mailroom.core import Mailroom
 from mailroom.errors import InputError, NotFoundError
@@ -138,25 +138,18 @@ class Connector:
             log.info("channel=%s connected with %s", channel.name, provider.title)
             return Connected(channel, reconnected=False, resumed=0)
 
-        channel = self.mr.channels.update(existing, secret=secret, username=grant.email)
-        return self._reconnected(channel, existing, grant)
-
-    def _reconnected(
-        self, channel: Channel, before: Channel, grant: Grant
-    ) -> Connected:
-        resumed = 0
-        if before.status is ChannelStatus.disconnected:
-            # The registry marked it connected with the new secret; the mail
-            # held while it was disconnected goes out again, oldest first.
-            resumed = self.mr.outbox.resume_channel(channel.id)
-        self.mr.outbox.add_event(
-            "channel-reconnected",
-            f"new authorization; {resumed} held message(s) queued again",
-            channel_id=channel.id,
+        # A new secret reconnects a disconnected (or paused) channel; the mail
+        # it held goes out again, oldest first.
+        updated = self.mr.update_channel(
+            existing, why="new authorization", secret=secret, username=grant.email
         )
-        self._remember(channel, grant)
-        log.info("channel=%s reconnected, %d message(s) resumed", channel.name, resumed)
-        return Connected(channel, reconnected=True, resumed=resumed)
+        self._remember(updated.channel, grant)
+        log.info(
+            "channel=%s reconnected, %d message(s) resumed",
+            existing.name,
+            updated.queued,
+        )
+        return Connected(updated.channel, reconnected=True, resumed=updated.queued)
 
     def _existing(
         self, request: ConnectRequest, provider: ProviderConfig

@@ -27,8 +27,9 @@ from typing import Any, Final
 import httpx
 from authlib.integrations.base_client import OAuthError as AuthlibOAuthError
 
-from mailroom.channels.model import Channel, ChannelStatus
+from mailroom.channels.model import Channel
 from mailroom.channels.registry import ChannelRegistry
+from mailroom.channels.status import disconnect
 from mailroom.clock import Clock
 from mailroom.errors import InputError
 from mailroom.i18n import english
@@ -260,9 +261,7 @@ class TokenManager:
             f"`mailroom channel connect {provider.key} --owner {channel.owner}`"
         )
         self.forget(channel.id)
-        self.registry.set_status(channel.id, ChannelStatus.disconnected, reason)
-        held = self.outbox.hold_channel(channel.id, reason)
-        self.outbox.add_event("channel-disconnected", reason, channel_id=channel.id)
+        held = disconnect(self.registry, self.outbox, channel.id, reason)
         log.warning(
             "channel=%s disconnected, %d message(s) held: %s",
             channel.name,
